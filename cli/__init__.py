@@ -1,0 +1,1 @@
+"""kizashi's command line: the one place that wires detectors, engine and connectors together."""

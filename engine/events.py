@@ -1,0 +1,477 @@
+"""kizashi's event model: :class:`DetectionEvent` (one detector finding) and :class:`Alert` (a rule hit).
+
+Data is typed and validated at the boundary (pydantic) and plain inside. Both models serialise to
+JSON and to a *flat dotted form* (``stage``, ``attack``, ``atlas.technique``, ``account.id``,
+``detector.name``, ``score`` ...) that Sigma rules match. ``docs/fields.md`` documents every field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from ipaddress import ip_address
+from typing import Annotated, Any, Literal
+
+from kizashi.mappings import load_atlas
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_VERSION = "1.0"
+
+Stage = Literal["precursor", "symptom"]
+Attack = Literal["evasion", "poisoning", "extraction"]
+Severity = Literal["informational", "low", "medium", "high", "critical"]
+DataMark = Literal["target", "needed"]
+
+SEVERITIES: tuple[str, ...] = ("informational", "low", "medium", "high", "critical")
+STAGES: tuple[str, ...] = ("precursor", "symptom")
+ATTACKS: tuple[str, ...] = ("evasion", "poisoning", "extraction")
+
+#: Limit on the serialised size of ``evidence``: events are telemetry, not payload stores.
+MAX_EVIDENCE_BYTES = 8192
+MAX_ID_LENGTH = 200
+MAX_TEXT = 1024
+
+ShortText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+
+
+class EventValidationError(ValueError):
+    """An event or alert failed validation. ``str()`` names each field and problem."""
+
+    def __init__(self, errors: list[dict[str, Any]], kind: str = "event"):
+        self.errors = errors
+        self.kind = kind
+        parts = []
+        for e in errors:
+            loc = ".".join(str(x) for x in e.get("loc", ())) or "(root)"
+            parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+        super().__init__(f"invalid {kind}: " + "; ".join(parts))
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, str_strip_whitespace=True)
+
+
+class DetectorInfo(_Model):
+    """Which detector produced the event and which catalogue method it implements."""
+
+    id: ShortText = Field(description="Stable id of this detector instance or product, e.g. kizashi.prada")
+    name: ShortText = Field(description="Detector (registry) name, e.g. prada")
+    version: str = Field(default="0", max_length=64, description="Detector version")
+    method: str | None = Field(
+        default=None, max_length=128, description="Catalogue method id it implements (mappings/methods.yaml)"
+    )
+
+
+class AtlasTags(_Model):
+    """MITRE ATLAS tactic and technique IDs. Tactics are derived from techniques when omitted."""
+
+    tactics: list[str] = Field(default_factory=list)
+    techniques: list[str] = Field(default_factory=list)
+
+    @field_validator("techniques")
+    @classmethod
+    def _known_techniques(cls, v: list[str]) -> list[str]:
+        atlas = load_atlas()
+        out = []
+        for tid in v:
+            if not atlas.has_technique(tid):
+                raise ValueError(f"unknown ATLAS technique ID {tid!r} (ATLAS {atlas.version})")
+            rid = atlas.resolve(tid)
+            if rid not in out:
+                out.append(rid)
+        return out
+
+    @field_validator("tactics")
+    @classmethod
+    def _known_tactics(cls, v: list[str]) -> list[str]:
+        atlas = load_atlas()
+        for tid in v:
+            if not atlas.has_tactic(tid):
+                raise ValueError(f"unknown ATLAS tactic ID {tid!r} (ATLAS {atlas.version})")
+        return list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _derive_tactics(self) -> AtlasTags:
+        atlas = load_atlas()
+        derived = atlas.tactics_for(self.techniques)
+        merged = set(self.tactics) | set(derived)
+        self.tactics = [t for t in atlas.tactics if t in merged]
+        return self
+
+
+class Subject(_Model):
+    """Who sent the traffic: whichever of account, source IP and session are known."""
+
+    account: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
+    source_ip: str | None = Field(default=None, max_length=64)
+    session: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
+
+    @field_validator("source_ip")
+    @classmethod
+    def _ip(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return str(ip_address(v))
+        except ValueError:
+            raise ValueError(f"not an IPv4 or IPv6 address: {v!r}") from None
+
+
+class Target(_Model):
+    """The protected model and where it is served."""
+
+    model: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
+    model_version: str | None = Field(default=None, max_length=64)
+    endpoint: str | None = Field(default=None, max_length=MAX_TEXT)
+
+
+class DataUsed(_Model):
+    """Table 1's marks: ``target`` (● analysed for traces of attack), ``needed`` (□), or absent."""
+
+    training_data: DataMark | None = None
+    model: DataMark | None = None
+    input: DataMark | None = None
+    output: DataMark | None = None
+
+
+def _check_json_small(value: dict[str, Any], name: str) -> dict[str, Any]:
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"), default=_reject)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be JSON-serialisable without NaN/Infinity: {exc}") from None
+    if len(text.encode()) > MAX_EVIDENCE_BYTES:
+        raise ValueError(f"{name} is {len(text.encode())} bytes serialised; at most {MAX_EVIDENCE_BYTES}")
+    return json.loads(text)
+
+
+def _reject(obj: Any) -> Any:
+    # numpy scalars and arrays are common in detector output: accept them as plain numbers/lists.
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
+
+
+class DetectionEvent(_Model):
+    """One detector finding, normalised: who, what model, which stage and attack, which ATLAS
+    techniques, which data was analysed, how suspicious."""
+
+    schema_version: str = Field(default=SCHEMA_VERSION, description="kizashi event schema version")
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=MAX_ID_LENGTH)
+    time: AwareDatetime = Field(default_factory=utcnow, description="When the observed activity happened (UTC)")
+    detector: DetectorInfo
+    stage: Stage
+    attack: Attack
+    atlas: AtlasTags = Field(default_factory=AtlasTags)
+    subject: Subject = Field(default_factory=Subject)
+    target: Target = Field(default_factory=Target)
+    data_used: DataUsed = Field(default_factory=DataUsed)
+    score: float
+    threshold: float | None = None
+    severity: Severity = "medium"
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("time")
+    @classmethod
+    def _to_utc(cls, v: datetime) -> datetime:
+        return _utc(v)
+
+    @field_validator("score", "threshold")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number (not NaN or infinity)")
+        return v
+
+    @field_validator("evidence")
+    @classmethod
+    def _evidence(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _check_json_small(v, "evidence")
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def parse(cls, data: Mapping[str, Any] | str | bytes) -> DetectionEvent:
+        """Validate a JSON object (nested or flat dotted form); raises :class:`EventValidationError`."""
+        try:
+            if isinstance(data, str | bytes):
+                data = json.loads(data)
+            if not isinstance(data, Mapping):
+                raise EventValidationError(
+                    [{"loc": (), "msg": f"expected a JSON object, got {type(data).__name__}"}]
+                )
+            if any("." in k for k in data):
+                data = unflatten_event(data)
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise EventValidationError(exc.errors(include_url=False)) from None
+        except json.JSONDecodeError as exc:
+            raise EventValidationError([{"loc": (), "msg": f"not valid JSON: {exc}"}]) from None
+
+    # -- serialisation ----------------------------------------------------------------------
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def flat(self) -> dict[str, Any]:
+        """The flat dotted form Sigma rules match (see docs/fields.md)."""
+        return flatten_event(self)
+
+
+class RuleRef(_Model):
+    id: str = Field(min_length=1, max_length=MAX_TEXT)
+    name: str | None = Field(default=None, max_length=MAX_TEXT)
+    title: str | None = Field(default=None, max_length=MAX_TEXT)
+    type: Literal["detection", "correlation"] = "detection"
+    correlation_type: str | None = None
+
+
+class Alert(_Model):
+    """A rule hit: a detection rule on one event, or a correlation over a chain of events."""
+
+    schema_version: str = Field(default=SCHEMA_VERSION)
+    id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    rule: RuleRef
+    level: Severity = "medium"
+    group: dict[str, Any] = Field(default_factory=dict, description="Group-by key of a correlation")
+    event_ids: list[str] = Field(min_length=1, description="Ordered chain of event ids (by time)")
+    first_seen: AwareDatetime
+    last_seen: AwareDatetime
+    created: AwareDatetime = Field(default_factory=utcnow)
+    atlas: AtlasTags = Field(default_factory=AtlasTags)
+    stages: list[Stage] = Field(default_factory=list)
+    attacks: list[Attack] = Field(default_factory=list)
+    accounts: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list)
+    value: float | None = None
+    count: int = 0
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("first_seen", "last_seen", "created")
+    @classmethod
+    def _to_utc(cls, v: datetime) -> datetime:
+        return _utc(v)
+
+    @model_validator(mode="after")
+    def _order(self) -> Alert:
+        if self.last_seen < self.first_seen:
+            raise ValueError("last_seen is earlier than first_seen")
+        if not self.count:
+            self.count = len(self.event_ids)
+        return self
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any] | str | bytes) -> Alert:
+        try:
+            if isinstance(data, str | bytes):
+                data = json.loads(data)
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise EventValidationError(exc.errors(include_url=False), kind="alert") from None
+
+    @classmethod
+    def from_events(
+        cls,
+        *,
+        rule: RuleRef,
+        events: Iterable[DetectionEvent],
+        level: str = "medium",
+        group: Mapping[str, Any] | None = None,
+        value: float | None = None,
+        alert_id: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> Alert:
+        """Build an alert carrying the whole chain: events ordered by time, unions of ATLAS tags,
+        stages, attacks, accounts and models. The id is deterministic (rule, group, chain)."""
+        evs = sorted(events, key=lambda e: (e.time, e.id))
+        if not evs:
+            raise ValueError("an alert needs at least one event")
+        atlas = load_atlas()
+        techniques: list[str] = []
+        for e in evs:
+            for t in e.atlas.techniques:
+                if t not in techniques:
+                    techniques.append(t)
+        tactics_set = {t for e in evs for t in e.atlas.tactics}
+        tactics = [t for t in atlas.tactics if t in tactics_set]
+        ids = [e.id for e in evs]
+        group = dict(group or {})
+        return cls(
+            id=alert_id or deterministic_alert_id(rule.id, group, ids),
+            rule=rule,
+            level=level,
+            group=group,
+            event_ids=ids,
+            first_seen=evs[0].time,
+            last_seen=evs[-1].time,
+            atlas=AtlasTags(tactics=tactics, techniques=techniques),
+            stages=[s for s in STAGES if any(e.stage == s for e in evs)],
+            attacks=[a for a in ATTACKS if any(e.attack == a for e in evs)],
+            accounts=sorted({e.subject.account for e in evs if e.subject.account}),
+            models=sorted({e.target.model for e in evs if e.target.model}),
+            value=value,
+            count=len(ids),
+            tags=list(tags),
+        )
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def flat(self) -> dict[str, Any]:
+        return flatten_alert(self)
+
+
+def deterministic_alert_id(rule_id: str, group: Mapping[str, Any], event_ids: Iterable[str]) -> str:
+    """Same rule, group and chain -> same id, so replays never duplicate an alert."""
+    h = hashlib.sha256()
+    h.update(rule_id.encode())
+    h.update(b"\x00")
+    h.update(json.dumps(dict(group), sort_keys=True, default=str).encode())
+    for eid in event_ids:
+        h.update(b"\x00")
+        h.update(str(eid).encode())
+    return "alert-" + h.hexdigest()[:32]
+
+
+# -- the flat dotted form ---------------------------------------------------------------------
+
+#: flat key -> (path in the nested model). Lists stay lists (a Sigma value matches any element).
+EVENT_FIELD_MAP: dict[str, tuple[str, ...]] = {
+    "schema_version": ("schema_version",),
+    "id": ("id",),
+    "time": ("time",),
+    "detector.id": ("detector", "id"),
+    "detector.name": ("detector", "name"),
+    "detector.version": ("detector", "version"),
+    "detector.method": ("detector", "method"),
+    "stage": ("stage",),
+    "attack": ("attack",),
+    "atlas.tactic": ("atlas", "tactics"),
+    "atlas.technique": ("atlas", "techniques"),
+    "account.id": ("subject", "account"),
+    "source.ip": ("subject", "source_ip"),
+    "session.id": ("subject", "session"),
+    "model.id": ("target", "model"),
+    "model.version": ("target", "model_version"),
+    "model.endpoint": ("target", "endpoint"),
+    "data.training_data": ("data_used", "training_data"),
+    "data.model": ("data_used", "model"),
+    "data.input": ("data_used", "input"),
+    "data.output": ("data_used", "output"),
+    "score": ("score",),
+    "threshold": ("threshold",),
+    "severity": ("severity",),
+}
+
+
+def _flatten_evidence(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _flatten_evidence(f"{prefix}.{k}", v, out)
+    else:
+        out[prefix] = value
+
+
+def flatten_event(event: DetectionEvent | Mapping[str, Any]) -> dict[str, Any]:
+    """Nested event -> flat dotted dict. ``time`` is ISO 8601 with ``Z``; evidence becomes
+    ``evidence.<key>`` (nested keys dotted)."""
+    d = event.to_dict() if isinstance(event, DetectionEvent) else dict(event)
+    out: dict[str, Any] = {}
+    for flat_key, path in EVENT_FIELD_MAP.items():
+        cur: Any = d
+        for p in path:
+            cur = cur.get(p) if isinstance(cur, Mapping) else None
+        if flat_key == "time" and isinstance(cur, datetime):
+            cur = cur.isoformat()
+        if isinstance(cur, str) and flat_key == "time":
+            cur = cur.replace("+00:00", "Z")
+        out[flat_key] = cur
+    _flatten_evidence("evidence", d.get("evidence") or {}, out)
+    if out.get("evidence") == {}:
+        out.pop("evidence", None)
+    return out
+
+
+def unflatten_event(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat dotted dict -> nested dict accepted by :class:`DetectionEvent` (unknown keys are kept
+    so that validation names them)."""
+    reverse = {k: v for k, v in EVENT_FIELD_MAP.items()}
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key in reverse:
+            path = reverse[key]
+        elif key.startswith("evidence."):
+            path = ("evidence", *key.split(".")[1:])
+        else:
+            path = tuple(key.split("."))
+        cur = out
+        for p in path[:-1]:
+            nxt = cur.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise EventValidationError([{"loc": (key,), "msg": "conflicts with another field"}])
+            cur = nxt
+        cur[path[-1]] = value
+    return out
+
+
+def flatten_alert(alert: Alert) -> dict[str, Any]:
+    d = alert.to_dict()
+    out: dict[str, Any] = {
+        "schema_version": d["schema_version"],
+        "alert.id": d["id"],
+        "rule.id": d["rule"]["id"],
+        "rule.name": d["rule"]["name"],
+        "rule.title": d["rule"]["title"],
+        "rule.type": d["rule"]["type"],
+        "rule.correlation_type": d["rule"]["correlation_type"],
+        "level": d["level"],
+        "event_ids": d["event_ids"],
+        "first_seen": d["first_seen"].replace("+00:00", "Z"),
+        "last_seen": d["last_seen"].replace("+00:00", "Z"),
+        "created": d["created"].replace("+00:00", "Z"),
+        "atlas.tactic": d["atlas"]["tactics"],
+        "atlas.technique": d["atlas"]["techniques"],
+        "stage": d["stages"],
+        "attack": d["attacks"],
+        "account.id": d["accounts"],
+        "model.id": d["models"],
+        "value": d["value"],
+        "count": d["count"],
+        "tags": d["tags"],
+    }
+    for k, v in d["group"].items():
+        out[f"group.{k}"] = v
+    return out
+
+
+def event_json_schema() -> dict[str, Any]:
+    return DetectionEvent.model_json_schema()
+
+
+def alert_json_schema() -> dict[str, Any]:
+    return Alert.model_json_schema()

@@ -1,0 +1,9 @@
+"""The bundled Sigma rule pack (``logsource: product: kizashi``)."""
+
+from importlib import resources
+from pathlib import Path
+
+
+def bundled_rules_path() -> Path:
+    """Directory holding the bundled rule YAML files."""
+    return Path(str(resources.files("kizashi.rules")))
