@@ -58,7 +58,10 @@ def catalog(
     for m in methods:
         t.add_row(m.id, f"[{m.ref}]" if m.ref else "-", m.stage, m.attack,
                   *(MARK_GLYPH[m.data[k]] for k in DATA_SOURCES), " ".join(m.atlas), m.implemented_by or "-")
-    Console().print(t)
+    console = Console()
+    if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
+        console = Console(width=200)
+    console.print(t)
     typer.echo("● analysed for traces of attack (keep with time and account)   □ needed to detect")
 
 
