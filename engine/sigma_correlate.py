@@ -1,0 +1,308 @@
+"""Sigma correlation rules evaluated over sliding windows anchored at events.
+
+Implements the correlation types of the Sigma correlation specification (v2.1): ``event_count``,
+``value_count``, ``temporal``, ``temporal_ordered``, ``value_sum``, ``value_avg``, ``value_median``
+and ``value_percentile``, with ``group-by``, ``aliases``, chaining (a correlation over correlations)
+and every condition operator.
+
+Window semantics (the same as the pySigma SQLite backend's relational plan): every matching event
+of a group at time *t* anchors the window ``[t - timespan, t]`` (both ends included); the condition
+is evaluated once per distinct (group, *t*) after all entries with that timestamp are in. A group
+that fired is quiet until a window no longer contains its last firing anchor (at most one result
+per group and timespan), so a campaign produces one alert, not one per event.
+
+The evaluator is a plain state machine fed in time order; the streaming evaluator and the batch
+evaluator feed it the same entries in the same order, so both give the same results.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sigma.correlations import (
+    SigmaCorrelationConditionOperator,
+    SigmaCorrelationRule,
+    SigmaCorrelationType,
+    SigmaExtendedCorrelationCondition,
+)
+
+from .sigma_match import UnsupportedRuleError, as_number
+
+_OPS = {
+    SigmaCorrelationConditionOperator.LT: lambda a, b: a < b,
+    SigmaCorrelationConditionOperator.LTE: lambda a, b: a <= b,
+    SigmaCorrelationConditionOperator.GT: lambda a, b: a > b,
+    SigmaCorrelationConditionOperator.GTE: lambda a, b: a >= b,
+    SigmaCorrelationConditionOperator.EQ: lambda a, b: a == b,
+    SigmaCorrelationConditionOperator.NEQ: lambda a, b: a != b,
+}
+
+SUPPORTED_TYPES = {
+    SigmaCorrelationType.EVENT_COUNT,
+    SigmaCorrelationType.VALUE_COUNT,
+    SigmaCorrelationType.TEMPORAL,
+    SigmaCorrelationType.TEMPORAL_ORDERED,
+    SigmaCorrelationType.VALUE_SUM,
+    SigmaCorrelationType.VALUE_AVG,
+    SigmaCorrelationType.VALUE_MEDIAN,
+    SigmaCorrelationType.VALUE_PERCENTILE,
+}
+
+
+def group_key(value: Any) -> Any:
+    """Group keys compare like Sigma strings: case-insensitively; lists become tuples."""
+    if isinstance(value, str):
+        return value.lower()
+    if isinstance(value, list | tuple):
+        return tuple(group_key(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+@dataclass(slots=True)
+class Entry:
+    """One item in a correlation window: a base event, or an earlier correlation's result."""
+
+    ts: float
+    seq: int
+    chain: list[tuple[float, int, str]]  # underlying events (time, order, id), time-ordered
+    slots: frozenset[int]
+    value: Any = None
+
+
+@dataclass(slots=True)
+class GroupWindow:
+    entries: list[Entry] = field(default_factory=list)  # sorted by (ts, seq)
+    display: dict[str, Any] = field(default_factory=dict)
+    last_fired: float | None = None
+
+
+@dataclass(slots=True)
+class Firing:
+    """A correlation whose condition held at an anchor."""
+
+    correlation: CompiledCorrelation
+    group: dict[str, Any]
+    ts: float
+    chain: list[tuple[float, int, str]]
+    value: float
+    first_ts: float
+
+
+class CompiledCorrelation:
+    """One correlation rule: per-group windows, the metric and the condition."""
+
+    def __init__(self, rule: SigmaCorrelationRule, key: str, ref_keys: list[str], *, dedup: bool = True):
+        where = f"correlation {rule.title!r}"
+        if rule.type not in SUPPORTED_TYPES:
+            raise UnsupportedRuleError(f"{where}: correlation type {rule.type} is not supported")
+        if isinstance(rule.condition, SigmaExtendedCorrelationCondition):
+            raise UnsupportedRuleError(
+                f"{where}: extended (boolean expression) correlation conditions are not supported"
+            )
+        self.rule = rule
+        self.key = key
+        self.type = str(rule.type).lower() if not hasattr(rule.type, "name") else rule.type.name.lower()
+        self.ref_keys = ref_keys  # slot i -> rule key
+        self.span = float(rule.timespan.seconds)
+        if self.span <= 0:
+            raise UnsupportedRuleError(f"{where}: timespan must be positive")
+        self.group_by = list(rule.group_by or [])
+        self.condition = rule.condition
+        self.op = _OPS[rule.condition.op]
+        self.count = rule.condition.count
+        field_ = rule.condition.fieldref
+        if isinstance(field_, list):
+            if len(field_) != 1:
+                raise UnsupportedRuleError(f"{where}: a condition over several fields is not supported")
+            field_ = field_[0]
+        self.value_field: str | None = field_
+        if self.type == "value_percentile":
+            p = rule.condition.percentile
+            if p is None or not 0 <= p <= 100:
+                raise UnsupportedRuleError(f"{where}: value_percentile needs a percentile between 0 and 100")
+            self.percentile = float(p)
+        elif self.type == "value_median":
+            self.percentile = 50.0
+        aliases: dict[str, dict[str, str]] = {}
+        for alias in rule.aliases:
+            aliases[alias.alias] = {}
+            for ref, fname in alias.mapping.items():
+                target = ref.rule
+                for k in _rule_keys(target):
+                    aliases[alias.alias][k] = fname
+                aliases[alias.alias][ref.reference] = fname
+        self.aliases = aliases
+        # per slot: the field names holding the group-by values and the condition value
+        self.slot_group_fields: list[list[str]] = []
+        self.slot_value_field: list[str | None] = []
+        for ref in rule.rules:
+            keys = {ref.reference, *_rule_keys(ref.rule)}
+            self.slot_group_fields.append([self._resolve(g, keys) for g in self.group_by])
+            self.slot_value_field.append(self._resolve(self.value_field, keys) if self.value_field else None)
+        self.dedup = dedup
+        self.windows: dict[tuple, GroupWindow] = {}
+        self.pending: list[tuple[tuple, Entry, dict[str, Any]]] = []
+
+    def _resolve(self, name: str, keys: set[str]) -> str:
+        mapping = self.aliases.get(name)
+        if mapping is None:
+            return name
+        for k in keys:
+            if k in mapping:
+                return mapping[k]
+        return name
+
+    def needed_fields(self) -> set[str]:
+        out: set[str] = set()
+        for fields in self.slot_group_fields:
+            out.update(fields)
+        out.update(f for f in self.slot_value_field if f)
+        return out
+
+    # -- feeding ---------------------------------------------------------------------------
+    def add(self, ts: float, seq: int, chain: list, matched_keys: Iterable[str], values: Mapping[str, Any]) -> None:
+        """Queue one matched item (base event or inner result) at ``ts``; ``values`` holds its fields."""
+        matched = set(matched_keys)
+        by_group: dict[tuple, tuple[set[int], dict[str, Any], Any]] = {}
+        for slot, ref_key in enumerate(self.ref_keys):
+            if ref_key not in matched:
+                continue
+            fields = self.slot_group_fields[slot]
+            raw = [values.get(f) for f in fields]
+            if any(_missing(v) for v in raw):
+                continue
+            key = tuple(group_key(v) for v in raw)
+            vfield = self.slot_value_field[slot]
+            value = values.get(vfield) if vfield else None
+            slots, display, _ = by_group.setdefault(
+                key, (set(), dict(zip(self.group_by, raw, strict=True)), value)
+            )
+            slots.add(slot)
+        for key, (slots, display, value) in by_group.items():
+            self.pending.append((key, Entry(ts, seq, chain, frozenset(slots), value), display))
+
+    def advance(self, ts: float) -> list[Firing]:
+        """All entries at ``ts`` are in: insert them, evaluate each touched group's window at ``ts``."""
+        touched: dict[tuple, None] = {}
+        for key, entry, display in self.pending:
+            window = self.windows.get(key)
+            if window is None:
+                window = self.windows[key] = GroupWindow()
+            entries = window.entries
+            if not entries or (entries[-1].ts, entries[-1].seq) <= (entry.ts, entry.seq):
+                entries.append(entry)
+            else:  # a late item: keep the window sorted
+                bisect.insort(entries, entry, key=lambda e: (e.ts, e.seq))
+            window.display = display
+            touched[key] = None
+        self.pending.clear()
+        firings: list[Firing] = []
+        for key in touched:
+            firing = self._evaluate(key, ts)
+            if firing is not None:
+                firings.append(firing)
+        return firings
+
+    def _evaluate(self, key: tuple, ts: float) -> Firing | None:
+        window = self.windows[key]
+        entries = window.entries
+        lo = bisect.bisect_left(entries, ts - self.span, key=lambda e: e.ts)
+        hi = bisect.bisect_right(entries, ts, key=lambda e: e.ts)
+        in_window = entries[lo:hi]
+        if not in_window:
+            return None
+        metric = self.metric(in_window)
+        if metric is None or not self.op(metric, self.count):
+            return None
+        if self.dedup and window.last_fired is not None and ts - self.span <= window.last_fired:
+            return None
+        window.last_fired = ts
+        chain = sorted({c for e in in_window for c in e.chain})
+        return Firing(self, dict(window.display), ts, chain, float(metric), in_window[0].ts)
+
+    def metric(self, entries: list[Entry]) -> float | None:
+        kind = self.type
+        if kind == "event_count":
+            return len(entries)
+        if kind == "value_count":
+            return len({group_key(e.value) for e in entries if not _missing(e.value)})
+        if kind == "temporal":
+            return len(set().union(*(e.slots for e in entries)))
+        if kind == "temporal_ordered":
+            last = -math.inf
+            for slot in range(len(self.ref_keys)):
+                times = [e.ts for e in entries if slot in e.slots and e.ts > last]
+                if not times:
+                    return None
+                last = min(times)
+            return len(set().union(*(e.slots for e in entries)))
+        numbers = [n for n in (as_number(e.value) for e in entries) if n is not None]
+        if not numbers:
+            return None
+        if kind == "value_sum":
+            return math.fsum(numbers)
+        if kind == "value_avg":
+            return math.fsum(numbers) / len(numbers)
+        return float(np.percentile(np.asarray(numbers, dtype=float), self.percentile))
+
+    # -- bounded state -------------------------------------------------------------------------
+    def evict(self, watermark: float) -> None:
+        """Drop entries no future window (anchored at or after ``watermark``) can contain."""
+        horizon = watermark - self.span
+        dead = []
+        for key, window in self.windows.items():
+            entries = window.entries
+            if entries and entries[0].ts < horizon:
+                cut = bisect.bisect_left(entries, horizon, key=lambda e: e.ts)
+                del entries[:cut]
+            if not entries and (window.last_fired is None or window.last_fired < horizon):
+                dead.append(key)
+        for key in dead:
+            del self.windows[key]
+
+    def state_size(self) -> int:
+        return sum(len(w.entries) for w in self.windows.values())
+
+    # -- snapshot ------------------------------------------------------------------------------
+    def dump(self) -> list:
+        return [
+            [list(key), w.display, w.last_fired,
+             [[e.ts, e.seq, [list(c) for c in e.chain], sorted(e.slots), e.value] for e in w.entries]]
+            for key, w in self.windows.items()
+        ]
+
+    def load(self, data: list) -> None:
+        self.windows = {}
+        for key, display, last_fired, entries in data:
+            self.windows[_tuplify(key)] = GroupWindow(
+                [Entry(ts, seq, [tuple(c) for c in chain], frozenset(slots), value)
+                 for ts, seq, chain, slots, value in entries],
+                display,
+                last_fired,
+            )
+
+
+def _tuplify(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuplify(v) for v in value)
+    return value
+
+
+def _rule_keys(rule: Any) -> list[str]:
+    keys = []
+    if getattr(rule, "id", None):
+        keys.append(str(rule.id))
+    if getattr(rule, "name", None):
+        keys.append(str(rule.name))
+    return keys
