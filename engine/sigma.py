@@ -48,6 +48,7 @@ __all__ = [
     "UnsupportedRuleError",
     "results_to_alerts",
     "atlas_ids_from_tags",
+    "check_atlas_tags",
 ]
 
 
@@ -122,6 +123,31 @@ def atlas_ids_from_tags(tags: Iterable[str]) -> tuple[list[str], list[str]]:
         elif re.fullmatch(r"AML\.T\d{4}(\.\d{3})?", ident):
             techniques.append(ident)
     return techniques, tactics
+
+
+def check_atlas_tags(tags: Iterable[str]) -> list[str]:
+    """Problems with a rule's ``atlas.*`` tags (offline, against :func:`kizashi.mappings.load_atlas`):
+    the namespace is ``atlas`` with lower-case IDs, and every ID must exist in the catalogue."""
+    from kizashi.mappings import load_atlas
+
+    atlas = load_atlas()
+    problems = []
+    for tag in tags:
+        if not tag.lower().startswith("atlas."):
+            continue
+        ident = tag.split(".", 1)[1]
+        if tag != tag.lower():
+            problems.append(f"ATLAS tag {tag!r} must be lower-case ({tag.lower()!r})")
+        up = ident.upper()
+        if re.fullmatch(r"AML\.TA\d{4}", up):
+            if not atlas.has_tactic(up):
+                problems.append(f"ATLAS tag {tag!r}: unknown tactic {up} (ATLAS {atlas.version})")
+        elif re.fullmatch(r"AML\.T\d{4}(\.\d{3})?", up):
+            if not atlas.has_technique(up):
+                problems.append(f"ATLAS tag {tag!r}: unknown technique {up} (ATLAS {atlas.version})")
+        else:
+            problems.append(f"ATLAS tag {tag!r} is not atlas.aml.tNNNN[.NNN] or atlas.aml.taNNNN")
+    return problems
 
 
 def results_to_alerts(results: Iterable[RuleResult], events_by_id: Mapping[str, Any]) -> list:
