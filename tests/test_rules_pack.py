@@ -1,0 +1,64 @@
+"""Every bundled rule: parses, is tagged with valid ATLAS IDs, has a level and false positives, and
+fires on its positive case and not on its negative case (tests/rules_cases/<name>.{pos,neg}.jsonl)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from kizashi.engine.events import DetectionEvent
+from kizashi.engine.sigma import RuleSet, check_atlas_tags, results_to_alerts
+
+CASES = Path(__file__).parent / "rules_cases"
+PACK = RuleSet.bundled()
+NAMES = sorted(info.name for info in PACK.info.values())
+
+
+def load(path: Path) -> list[DetectionEvent]:
+    return [DetectionEvent.parse(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def fired(name: str, events: list[DetectionEvent]) -> list:
+    ev = PACK.stream()
+    results = [r for e in sorted(events, key=lambda e: e.time) for r in ev.push(e)] + ev.flush()
+    return [r for r in results if r.rule_name == name]
+
+
+def test_pack_has_detection_and_correlation_rules():
+    assert len(PACK.detections) >= 7 and len(PACK.correlation_rules) >= 5
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rule_metadata(name):
+    rule = PACK.rule(name)
+    tags = [f"{t.namespace}.{t.name}" for t in rule.tags]
+    assert any(t.startswith("atlas.aml.t") for t in tags)
+    assert check_atlas_tags(tags) == []
+    assert rule.level is not None and rule.falsepositives
+    assert name in PACK.rule_text(name) and "title:" in PACK.rule_text(str(rule.id))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_positive_case_fires(name):
+    events = load(CASES / f"{name}.pos.jsonl")
+    hits = fired(name, events)
+    assert len(hits) == 1, hits
+    alerts = results_to_alerts(hits, {e.id: e for e in events})
+    assert alerts[0].level == hits[0].level
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_negative_case_is_quiet(name):
+    assert fired(name, load(CASES / f"{name}.neg.jsonl")) == []
+
+
+def test_check_rejects_unknown_and_upper_case_tags():
+    assert check_atlas_tags(["atlas.aml.t9999"]) and check_atlas_tags(["atlas.AML.T0015"])
+    assert check_atlas_tags(["attack.t1059", "atlas.aml.t0043.002", "atlas.aml.ta0001"]) == []
+
+
+def test_cases_are_kizashi_events():
+    for path in CASES.glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            assert json.loads(line)["detector"]["name"]
