@@ -664,7 +664,7 @@ class BatchEvaluator:
         if isinstance(events, pd.DataFrame):
             return events.reset_index(drop=True)
         rows = [normalise_event(e) for e in events]
-        return pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
+        return pd.DataFrame(rows, dtype=object) if rows else pd.DataFrame()
 
     def run(self, events: Iterable[Any] | pd.DataFrame) -> list[RuleResult]:
         frame = self.frame(events)

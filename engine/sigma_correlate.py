@@ -65,6 +65,15 @@ def group_key(value: Any) -> Any:
     return value
 
 
+def _display(value: Any) -> Any:
+    """Group values as reported: integral floats as ints (a DataFrame column with gaps is float)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if hasattr(value, "item") and not isinstance(value, list | tuple):
+        return _display(value.item())
+    return value
+
+
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -186,7 +195,7 @@ class CompiledCorrelation:
             vfield = self.slot_value_field[slot]
             value = values.get(vfield) if vfield else None
             slots, display, _ = by_group.setdefault(
-                key, (set(), dict(zip(self.group_by, raw, strict=True)), value)
+                key, (set(), dict(zip(self.group_by, map(_display, raw), strict=True)), value)
             )
             slots.add(slot)
         for key, (slots, display, value) in by_group.items():

@@ -162,7 +162,7 @@ def sigma_string_regex(value: SigmaString, *, cased: bool) -> re.Pattern[str]:
 def _string_test(value: SigmaString) -> ValueTest:
     cased = isinstance(value, SigmaCasedString)
     if not value.contains_special() and not any(isinstance(p, Placeholder) for p in value.s):
-        plain = value.to_plain()
+        plain = "".join(p for p in value.s if isinstance(p, str))  # escapes resolved (to_plain re-escapes)
         if cased:
             return lambda v: as_text(v) == plain
         folded = plain.lower()

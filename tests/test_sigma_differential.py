@@ -27,7 +27,7 @@ WORDS = ["ab", "AB", "a*b", "xab", "abx", "a", "b", "ba", "a?b", "a\\b", "a_b", 
 PATTERNS = ["ab", "a*", "*b", "*a*", "a?b", "a\\*b", "A\\?B", "a\\\\b", "a_b", "a%b", "?", "*", "b", "BA", "x*x"]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=int(__import__("os").environ.get("KIZASHI_DIFF_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def database(events: list[dict]) -> sqlite3.Connection:
@@ -189,7 +189,7 @@ def oracle_firings(text: str, events: list[dict]) -> set[tuple]:
     return out
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@SETTINGS
 @given(corr=correlation_strategy(), events=corr_events_strategy())
 def test_correlation_firings_equal_sqlite(corr, events):
     text = BASE_RULES + "---\n" + yaml.safe_dump(corr, sort_keys=False)
