@@ -87,6 +87,11 @@ class Entry:
     chain: list[tuple[float, int, str]]  # underlying events (time, order, id), time-ordered
     slots: frozenset[int]
     value: Any = None
+    norm: Any = None  # value as compared (case-folded); computed once
+
+    def __post_init__(self) -> None:
+        if self.norm is None and not _missing(self.value):
+            self.norm = group_key(self.value)
 
 
 @dataclass(slots=True)
@@ -228,15 +233,16 @@ class CompiledCorrelation:
         entries = window.entries
         lo = bisect.bisect_left(entries, ts - self.span, key=lambda e: e.ts)
         hi = bisect.bisect_right(entries, ts, key=lambda e: e.ts)
-        in_window = entries[lo:hi]
-        if not in_window:
+        if hi <= lo:
             return None
-        metric = self.metric(in_window)
+        in_window = entries[lo:hi] if self.type != "event_count" else None
+        metric = hi - lo if in_window is None else self.metric(in_window)
         if metric is None or not self.op(metric, self.count):
             return None
         if self.dedup and window.last_fired is not None and ts - self.span <= window.last_fired:
             return None
         window.last_fired = ts
+        in_window = entries[lo:hi]
         chain = sorted({c for e in in_window for c in e.chain})
         return Firing(self, dict(window.display), ts, chain, float(metric), in_window[0].ts)
 
@@ -245,7 +251,7 @@ class CompiledCorrelation:
         if kind == "event_count":
             return len(entries)
         if kind == "value_count":
-            return len({group_key(e.value) for e in entries if not _missing(e.value)})
+            return len({e.norm for e in entries if e.norm is not None})
         if kind == "temporal":
             return len(set().union(*(e.slots for e in entries)))
         if kind == "temporal_ordered":

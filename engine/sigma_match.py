@@ -533,10 +533,11 @@ class FrameView:
                 uniques = list(series.cat.categories)
             else:
                 values = series.to_numpy(dtype=object)
-                if any(isinstance(v, list) for v in values[: min(len(values), 1000)]) or (
-                    series.dtype == object and series.map(lambda v: isinstance(v, list)).any()
-                ):
-                    values = np.array([tuple(v) if isinstance(v, list) else v for v in values], dtype=object)
+                if series.dtype == object and any(isinstance(v, list) for v in values):
+                    # lists are unhashable: factorise them as tuples (a 1-D object array of tuples)
+                    values = np.fromiter(
+                        (tuple(v) if isinstance(v, list) else v for v in values), dtype=object, count=len(values)
+                    )
                 codes, uniq = pd.factorize(values, use_na_sentinel=True)
                 uniques = list(uniq)
             self._factors[name] = (codes, uniques)
