@@ -162,6 +162,10 @@ def export(texts: list[str], target: str) -> list[ExportedQuery]:
     for rule in collection.rules:
         if not isinstance(rule, SigmaCorrelationRule):
             continue
+        refused = _refused(rule, target)
+        if refused:
+            out.append(ExportedQuery(_key(rule), rule.name, rule.title, "correlation", "", "none", refused))
+            continue
         own = _own_correlation_query(rule, target, base_queries)
         if own is not None:
             out.append(ExportedQuery(_key(rule), rule.name, rule.title, "correlation", own, "kizashi"))
@@ -172,8 +176,25 @@ def export(texts: list[str], target: str) -> list[ExportedQuery]:
             note = f"the {target} backend cannot convert {rule.type.name.lower()} correlations: {exc}"
             out.append(ExportedQuery(_key(rule), rule.name, rule.title, "correlation", "", "none", note))
             continue
-        out.append(ExportedQuery(_key(rule), rule.name, rule.title, "correlation", "\n".join(queries), "pysigma"))
+        out.append(ExportedQuery(_key(rule), rule.name, rule.title, "correlation", "\n".join(queries), "pysigma",
+                                 APPROXIMATIONS.get((target, rule.type.name.lower()), APPROXIMATIONS.get(target))))
     return out
+
+
+#: what the upstream backend's correlation query does differently from Sigma's sliding windows
+APPROXIMATIONS = {
+    "splunk": "fixed time buckets (bin _time span=...), not windows sliding with each event",
+    "esql": "fixed time buckets (date_trunc), not windows sliding with each event",
+    ("eql", "temporal"): "EQL samples have no time window: the timespan is not enforced",
+}
+
+
+def _refused(rule: SigmaCorrelationRule, target: str) -> str | None:
+    """Conversions kizashi refuses because the upstream output means something else."""
+    if target == "eql" and rule.type != SigmaCorrelationType.TEMPORAL_ORDERED and rule.type != SigmaCorrelationType.TEMPORAL:
+        return (f"EQL cannot express {rule.type.name.lower()}; the backend's 'sequence ... by <field> with runs=N' "
+                "counts repeated events of one value (the opposite of a distinct count) and is rejected by EQL parsers")
+    return None
 
 
 def _group_fields(rule: SigmaCorrelationRule, target: str) -> list[str]:
