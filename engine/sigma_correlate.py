@@ -152,7 +152,7 @@ class CompiledCorrelation:
         for alias in rule.aliases:
             aliases[alias.alias] = {}
             for ref, fname in alias.mapping.items():
-                target = ref.rule
+                target = getattr(ref, "rule", None)  # pySigma may leave alias references unresolved
                 for k in _rule_keys(target):
                     aliases[alias.alias][k] = fname
                 aliases[alias.alias][ref.reference] = fname
