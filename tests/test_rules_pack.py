@@ -62,3 +62,21 @@ def test_cases_are_kizashi_events():
     for path in CASES.glob("*.jsonl"):
         for line in path.read_text().splitlines():
             assert json.loads(line)["detector"]["name"]
+
+
+def test_sigma_cli_check_passes_offline():
+    """Upstream ``sigma check`` (sigma-cli) accepts the pack; the MITRE-data validators (which
+    would download) are excluded, and the atlas namespace is ours."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path as P
+
+    from kizashi.rules import bundled_rules_path
+
+    sigma = P(sys.executable).with_name("sigma")
+    env = {k: v for k, v in os.environ.items() if "PROXY" not in k.upper()}
+    r = subprocess.run([str(sigma), "check", "-x", "attacktag", "-x", "d3_fendtag", "-x", "namespace_tag",
+                        str(bundled_rules_path())], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0 errors, 0 condition errors and 0 issues" in r.stdout
