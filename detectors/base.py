@@ -338,9 +338,16 @@ class InputDetector(Detector):
 
     Subclasses implement ``_fit(X, y, model)`` and ``_score(X, model) -> ndarray``. ``fit`` then
     calibrates ``threshold_`` as the ``1 - fpr`` quantile of scores on the clean reference data.
+    Supervised detectors (those learning from known adversarial examples, e.g. Gong et al.) set
+    ``uses_adversarial = True`` and get ``fit(..., X_adv=...)`` passed on as ``_fit(..., X_adv=...)``;
+    ``requires_model = True`` makes a missing ``model`` a clear error. Models go through
+    :func:`kizashi.detectors.models.as_model`, so scikit-learn estimators work as they are.
     """
 
     fpr: float = 0.05
+    uses_adversarial: ClassVar[bool] = False
+    requires_adversarial: ClassVar[bool] = False
+    requires_model: ClassVar[bool] = False
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any) -> None:  # pragma: no cover
         raise NotImplementedError
@@ -348,12 +355,30 @@ class InputDetector(Detector):
     def _score(self, X: np.ndarray, model: Any) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
-    def fit(self, X: Any, y: Any = None, *, model: Any = None, X_calib: Any = None) -> InputDetector:
+    def fit(self, X: Any, y: Any = None, *, model: Any = None, X_calib: Any = None,
+            X_adv: Any = None) -> InputDetector:
+        """Learn from clean ``X`` (labels ``y`` where the method needs them) and calibrate the threshold
+        on ``X_calib`` (default ``X``); ``X_adv``: known adversarial examples for supervised methods."""
+        from .models import as_model
+
         X = check_array(X)
         self.n_features_in_ = X.shape[1]
+        if model is None and self.requires_model:
+            raise ValueError(f"{type(self).__name__} needs the protected model: fit(X, y, model=...)")
+        model = as_model(model)
         self.model_ = model
         y_arr = None if y is None else np.asarray(y)
-        self._fit(X, y_arr, model)
+        if y_arr is not None and len(y_arr) != len(X):
+            raise ValueError(f"y has {len(y_arr)} labels for {len(X)} samples")
+        if X_adv is not None:
+            if not self.uses_adversarial:
+                raise ValueError(f"{type(self).__name__} learns from clean data only; X_adv is not used")
+            X_adv = check_array(X_adv, n_features=self.n_features_in_, name="X_adv")
+            self._fit(X, y_arr, model, X_adv=X_adv)
+        elif self.requires_adversarial:
+            raise ValueError(f"{type(self).__name__} learns clean vs adversarial: pass fit(..., X_adv=...)")
+        else:
+            self._fit(X, y_arr, model)
         calib = X if X_calib is None else check_array(X_calib, n_features=self.n_features_in_, name="X_calib")
         self.calibrate(calib, model=model)
         return self
@@ -371,7 +396,13 @@ class InputDetector(Detector):
         if not hasattr(self, "n_features_in_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit() first")
         X = check_array(X, n_features=self.n_features_in_, allow_1d=True)
-        return np.asarray(self._score(X, model if model is not None else self.model_), dtype=np.float64)
+        if model is not None:
+            from .models import as_model
+
+            model = as_model(model)
+        else:
+            model = self.model_
+        return np.asarray(self._score(X, model), dtype=np.float64)
 
     decision_function = score
 

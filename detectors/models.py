@@ -22,6 +22,17 @@ _ACTIVATIONS = {
 }
 
 
+def _activation_derivative(name: str, a: np.ndarray) -> np.ndarray:
+    """Derivative of an MLP activation, written in terms of its output ``a``."""
+    if name == "relu":
+        return (a > 0).astype(np.float64)
+    if name == "tanh":
+        return 1.0 - a * a
+    if name == "logistic":
+        return a * (1.0 - a)
+    return np.ones_like(a)
+
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -80,6 +91,68 @@ class SklearnModel:
             return z
         return np.log(np.clip(self.predict_proba(X), 1e-12, 1.0))
 
+    # -- gradients (white-box helpers: MLPs and linear models, numpy only) ---------------------
+    def logit_vjp(self, X: Any, G: Any) -> np.ndarray:
+        """Gradient w.r.t. each input of ``sum_k G[n, k] * logits(X)[n, k]`` (vector-Jacobian product).
+
+        Back-propagates through ``coefs_`` for an MLP and through ``coef_`` for linear models;
+        other estimators (e.g. kernel SVC) raise ``TypeError``.
+        """
+        X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+        G = np.asarray(G, dtype=np.float64)
+        est = self.estimator
+        if self._is_mlp():
+            act = est.activation
+            acts = [X]
+            a = X
+            for W, b in zip(est.coefs_[:-1], est.intercepts_[:-1], strict=True):
+                a = _ACTIVATIONS[act](a @ W + b)
+                acts.append(a)
+            W_out = est.coefs_[-1]
+            g = (G[:, 1] - G[:, 0])[:, None] if W_out.shape[1] == 1 else G  # binary: padded logits
+            g = g @ W_out.T
+            for i in range(len(est.coefs_) - 1, 0, -1):
+                g = g * _activation_derivative(act, acts[i])
+                g = g @ est.coefs_[i - 1].T
+            return g
+        if hasattr(est, "coef_") and not hasattr(est, "support_vectors_"):  # linear models, not SVC
+            W = np.asarray(est.coef_, dtype=np.float64)
+            if W.shape[0] == 1:  # binary: logits padded as [-z, z]
+                return (G[:, 1] - G[:, 0])[:, None] * W[0]
+            return G @ W
+        raise TypeError(f"no input gradient for {type(est).__name__}; use a black-box method")
+
+    def loss_gradient(self, X: Any, y: Any) -> np.ndarray:
+        """Gradient of the cross-entropy of ``softmax(logits)`` against labels ``y`` w.r.t. ``X``."""
+        X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+        p = _softmax(self.logits(X))
+        onehot = self._onehot(y, p.shape[1])
+        return self.logit_vjp(X, p - onehot)
+
+    def class_gradient(self, X: Any, label: Any) -> np.ndarray:
+        """Gradient of ``log softmax(logits)[label]`` w.r.t. ``X`` (one label per row, or one for all)."""
+        X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+        p = _softmax(self.logits(X))
+        labels = np.broadcast_to(np.asarray(label, dtype=int), (len(X),))
+        onehot = np.zeros_like(p)
+        onehot[np.arange(len(X)), labels] = 1.0
+        return self.logit_vjp(X, onehot - p)
+
+    def _onehot(self, y: Any, n_classes: int) -> np.ndarray:
+        y = np.asarray(y)
+        if y.ndim == 2:
+            return y.astype(np.float64)
+        idx = np.searchsorted(self.classes_, y) if self.classes_ is not None else y.astype(int)
+        out = np.zeros((len(y), n_classes))
+        out[np.arange(len(y)), idx] = 1.0
+        return out
+
+    @property
+    def n_classes(self) -> int:
+        if self.classes_ is not None:
+            return len(self.classes_)
+        raise AttributeError("the wrapped estimator has no classes_")
+
     def predict_proba(self, X: Any) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         if hasattr(self.estimator, "predict_proba"):
@@ -105,3 +178,88 @@ def as_model(model: Any) -> Any:
     if not hasattr(model, "predict_proba"):
         raise TypeError(f"a model needs predict_proba(X); {type(model).__name__} has none")
     return model
+
+
+# -- helpers shared by the input/output detectors ------------------------------------------------
+
+
+def require_model(model: Any, who: str) -> Any:
+    """``model`` adapted by :func:`as_model`, or ``ValueError`` saying ``who`` needs one."""
+    if model is None:
+        raise ValueError(f"{who} needs the protected model: pass model=... to fit (or score)")
+    return as_model(model)
+
+
+def probabilities(model: Any, X: np.ndarray) -> np.ndarray:
+    """``model.predict_proba(X)`` as a float array, checked to be (n_samples, n_classes)."""
+    p = np.asarray(model.predict_proba(X), dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] != len(X):
+        raise ValueError(f"predict_proba returned shape {p.shape} for {len(X)} inputs")
+    return p
+
+
+def late_layer(model: Any, X: np.ndarray) -> np.ndarray:
+    """The model's last hidden layer when it has one (MLP ``features``), else its logits, else
+    log-probabilities: the "late-layer activations" detectors such as SafetyNet and KD read."""
+    if isinstance(model, SklearnModel):
+        return model.features(X) if model._is_mlp() else model.logits(X)
+    if hasattr(model, "features"):
+        return np.asarray(model.features(X), dtype=np.float64).reshape(len(X), -1)
+    if hasattr(model, "logits"):
+        return np.asarray(model.logits(X), dtype=np.float64)
+    return np.log(np.clip(probabilities(model, X), 1e-12, 1.0))
+
+
+def model_logits(model: Any, X: np.ndarray) -> np.ndarray:
+    """``model.logits(X)`` when available, else log-probabilities (logits up to a constant per row)."""
+    if hasattr(model, "logits"):
+        return np.asarray(model.logits(X), dtype=np.float64)
+    return np.log(np.clip(probabilities(model, X), 1e-12, 1.0))
+
+
+def image_shape_for(n_features: int, image_shape: tuple[int, int] | None = None) -> tuple[int, int]:
+    """``image_shape`` checked against ``n_features``, or the square shape a flat image implies."""
+    if image_shape is not None:
+        h, w = (int(v) for v in image_shape)
+        if h * w != n_features:
+            raise ValueError(f"image_shape {image_shape} does not hold {n_features} features")
+        return h, w
+    side = int(round(np.sqrt(n_features)))
+    if side * side != n_features:
+        raise ValueError(f"{n_features} features are not a square image: pass image_shape=(height, width)")
+    return side, side
+
+
+def make_classifier(hidden: tuple[int, ...] = (64,), *, random_state: int = 0) -> Any:
+    """The default small learned detector: a scikit-learn MLP on standardised inputs."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), MLPClassifier(hidden, max_iter=600, alpha=1e-3,
+                                                         random_state=random_state))
+
+
+def fit_clean_vs_adversarial(classifier: Any, clean: np.ndarray, adversarial: np.ndarray) -> Any:
+    """Fit a binary classifier on clean (0) vs adversarial (1) rows, convergence warnings silenced."""
+    import warnings
+
+    from sklearn.base import clone
+
+    Z = np.vstack([clean, adversarial])
+    t = np.r_[np.zeros(len(clean)), np.ones(len(adversarial))]
+    clf = clone(classifier)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(Z, t)
+    return clf
+
+
+def positive_score(classifier: Any, Z: np.ndarray) -> np.ndarray:
+    """Score of class 1 (adversarial): ``decision_function`` if present, else ``predict_proba[:, 1]``."""
+    if hasattr(classifier, "decision_function"):
+        try:
+            return np.asarray(classifier.decision_function(Z), dtype=np.float64).reshape(-1)
+        except AttributeError:
+            pass
+    return np.asarray(classifier.predict_proba(Z), dtype=np.float64)[:, 1]

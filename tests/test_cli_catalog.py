@@ -31,7 +31,9 @@ def test_catalog_filters_compose():
     assert code == 0
     assert sorted(r["ref"] for r in json.loads(out)) == [18, 19, 20, 21, 22, 23]
     code, out, _ = run("catalog", "--technique", "AML.T0043.004", "--format", "json")
-    assert [r["ref"] for r in json.loads(out)] == [34]
+    rows = json.loads(out)
+    assert [r["ref"] for r in rows if r["in_table1"]] == [34]
+    assert {r["id"] for r in rows if not r["in_table1"]} == {"gao2019-strip"}
 
 
 def test_catalog_table_and_errors():

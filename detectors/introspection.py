@@ -1,0 +1,44 @@
+"""Introspection (Aigrain & Detyniecki, "Detecting Adversarial Examples and Other
+Misclassifications in Neural Networks by Introspection", ICML 2019 workshop; seed ref 30): a small
+classifier reads the protected model's logit vector and tells clean from adversarial inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import InputDetector, register
+from .models import fit_clean_vs_adversarial, make_classifier, model_logits, positive_score, require_model
+
+
+@register("introspection")
+class Introspection(InputDetector):
+    """Score = probability, from a classifier over the logits, that the input is adversarial.
+
+    ``sort_logits=True`` feeds the logits in descending order (class-agnostic shape of the output).
+    Models without ``logits`` contribute log-probabilities (equal to logits up to a per-row constant).
+    """
+
+    method = "aigrain2019-introspection"
+    uses_adversarial = True
+    requires_adversarial = True
+    requires_model = True
+
+    def __init__(self, classifier: Any = None, sort_logits: bool = False, random_state: int = 0,
+                 fpr: float = 0.05):
+        self.classifier = classifier
+        self.sort_logits = sort_logits
+        self.random_state = random_state
+        self.fpr = fpr
+
+    def _view(self, X: np.ndarray, model: Any) -> np.ndarray:
+        z = model_logits(require_model(model, "Introspection"), X)
+        return -np.sort(-z, axis=1) if self.sort_logits else z
+
+    def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any, X_adv: np.ndarray) -> None:
+        clf = self.classifier if self.classifier is not None else make_classifier((32,), random_state=self.random_state)
+        self.classifier_ = fit_clean_vs_adversarial(clf, self._view(X, model), self._view(X_adv, model))
+
+    def _score(self, X: np.ndarray, model: Any) -> np.ndarray:
+        return positive_score(self.classifier_, self._view(X, model))
