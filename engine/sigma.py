@@ -233,6 +233,7 @@ class RuleSet:
         self.sources = dict(sources or {})
         self.placeholders = dict(placeholders or {})
         self.dedup = dedup
+        self._match_id_prefix: dict[str, Any] = {}
         if collection.errors:
             raise RuleLoadError("; ".join(str(e) for e in collection.errors))
         pipeline = None
@@ -418,9 +419,14 @@ class RuleSet:
     def match_result(self, key: str, event_id: str, ts: float | None) -> RuleResult:
         info = self.info[key]
         when = _dt(ts)
+        prefix = self._match_id_prefix.get(key)
+        if prefix is None:  # the hash state of deterministic_alert_id(key, {}, ...) before the event id
+            prefix = self._match_id_prefix[key] = hashlib.sha256(key.encode() + b"\x00" + b"{}")
+        h = prefix.copy()
+        h.update(b"\x00" + str(event_id).encode())
         return RuleResult(
             type="match",
-            id=deterministic_alert_id(key, {}, [event_id]),
+            id="alert-" + h.hexdigest()[:32],
             rule_id=key,
             rule_name=info.name,
             title=info.title,
@@ -521,10 +527,13 @@ def normalise_event(event: Any) -> dict[str, Any]:
     """A DetectionEvent (its flat form), a flat dict, or a nested JSON object -> flat dict."""
     if isinstance(event, DetectionEvent):
         return event.flat()
+    if isinstance(event, dict):
+        for v in event.values():
+            if isinstance(v, dict):
+                return flatten_json(event)
+        return event  # already flat: read, never modified
     if isinstance(event, Mapping):
-        if any(isinstance(v, Mapping) for v in event.values()):
-            return flatten_json(event)
-        return dict(event)
+        return normalise_event(dict(event))
     if isinstance(event, str | bytes):
         return normalise_event(json.loads(event))
     raise TypeError(f"an event must be a DetectionEvent or a JSON object, not {type(event).__name__}")
@@ -722,26 +731,35 @@ class BatchEvaluator:
     def _correlate(self, frame, ids, ts, masks: dict[str, np.ndarray]) -> list[RuleResult]:
         correlator = _Correlator(self.ruleset)
         keys = list(masks)
-        stacked = np.vstack([masks[k] for k in keys])
-        rows = np.flatnonzero(stacked.any(axis=0) & ~np.isnan(ts))
+        # which rules matched each row, as a bit pattern (one small tuple per distinct pattern)
+        pattern = np.zeros(len(ts), dtype=np.int64)
+        for i, k in enumerate(keys):
+            pattern |= masks[k].astype(np.int64) << i
+        rows = np.flatnonzero((pattern != 0) & ~np.isnan(ts))
         if rows.size == 0:
             return []
-        order = rows[np.lexsort((rows, ts[rows]))]
-        columns = {
-            f: (frame[f].to_numpy(dtype=object) if f in frame.columns else None) for f in correlator.needed_fields
+        rows = rows[np.lexsort((rows, ts[rows]))]
+        matched_of = {
+            int(p): tuple(k for i, k in enumerate(keys) if int(p) >> i & 1) for p in np.unique(pattern[rows])
         }
+        columns = {}
+        for f in correlator.needed_fields:
+            if f in frame.columns:
+                columns[f] = [_plain(v) for v in frame[f].to_numpy(dtype=object)[rows].tolist()]
+            else:
+                columns[f] = [None] * len(rows)
+        names = list(columns)
+        col_lists = [columns[f] for f in names]
         results: list[RuleResult] = []
         batch: list[tuple] = []
         current: float | None = None
-        for row in order.tolist():
-            t = float(ts[row])
+        for j, (row, t, p) in enumerate(zip(rows.tolist(), ts[rows].tolist(), pattern[rows].tolist(), strict=True)):
             if current is not None and t != current:
                 results.extend(correlator.release(current, batch))
                 batch = []
             current = t
-            matched = tuple(k for i, k in enumerate(keys) if stacked[i, row])
-            values = {f: (None if col is None else _plain(col[row])) for f, col in columns.items()}
-            batch.append((t, int(row), ids[row], matched, values))
+            values = {f: col[j] for f, col in zip(names, col_lists, strict=True)}
+            batch.append((t, row, ids[row], matched_of[p], values))
         if batch:
             results.extend(correlator.release(current, batch))
         return results
@@ -757,8 +775,11 @@ def _isna(value: Any) -> bool:
 
 
 def _plain(value: Any) -> Any:
-    if _isna(value):
+    if value is None or (type(value) is float and value != value):
         return None
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+        return None if isinstance(value, float) and value != value else value
+    if value is pd.NaT or value is pd.NA:
+        return None
     return value

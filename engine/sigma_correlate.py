@@ -235,11 +235,11 @@ class CompiledCorrelation:
         hi = bisect.bisect_right(entries, ts, key=lambda e: e.ts)
         if hi <= lo:
             return None
+        if self.dedup and window.last_fired is not None and ts - self.span <= window.last_fired:
+            return None  # still inside the previous firing's window: quiet whatever the metric
         in_window = entries[lo:hi] if self.type != "event_count" else None
         metric = hi - lo if in_window is None else self.metric(in_window)
         if metric is None or not self.op(metric, self.count):
-            return None
-        if self.dedup and window.last_fired is not None and ts - self.span <= window.last_fired:
             return None
         window.last_fired = ts
         in_window = entries[lo:hi]
@@ -255,13 +255,16 @@ class CompiledCorrelation:
         if kind == "temporal":
             return len(set().union(*(e.slots for e in entries)))
         if kind == "temporal_ordered":
-            last = -math.inf
-            for slot in range(len(self.ref_keys)):
-                times = [e.ts for e in entries if slot in e.slots and e.ts > last]
-                if not times:
-                    return None
-                last = min(times)
-            return len(set().union(*(e.slots for e in entries)))
+            # earliest first step, then the earliest second step strictly later, ... (one pass)
+            steps = len(self.ref_keys)
+            step, last = 0, -math.inf
+            for e in entries:
+                if step in e.slots and e.ts > last:
+                    last = e.ts
+                    step += 1
+                    if step == steps:
+                        return len(set().union(*(e.slots for e in entries)))
+            return None
         numbers = [n for n in (as_number(e.value) for e in entries) if n is not None]
         if not numbers:
             return None

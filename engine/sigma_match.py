@@ -323,10 +323,14 @@ def memoised(test: ValueTest) -> ValueTest:
 
 
 class Node:
-    """A compiled condition node: ``match(event)`` for one flat event, ``mask(frame)`` for many."""
+    """A compiled condition node: ``match(event)`` for one flat event, ``mask(frame)`` for many,
+    ``closure()`` the same predicate as one flat closure (the streaming hot path)."""
 
     def match(self, event: Mapping[str, Any]) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def closure(self) -> EventTest:
+        return self.match
 
     def mask(self, frame: FrameView) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -338,6 +342,15 @@ class AndNode(Node):
 
     def match(self, event):
         return all(a.match(event) for a in self.args)
+
+    def closure(self):
+        fns = [a.closure() for a in self.args]
+        if len(fns) == 1:
+            return fns[0]
+        if len(fns) == 2:
+            f, g = fns
+            return lambda e: f(e) and g(e)
+        return lambda e: all(f(e) for f in fns)
 
     def mask(self, frame):
         out = np.ones(frame.n, dtype=bool)
@@ -353,6 +366,15 @@ class OrNode(Node):
     def match(self, event):
         return any(a.match(event) for a in self.args)
 
+    def closure(self):
+        fns = [a.closure() for a in self.args]
+        if len(fns) == 1:
+            return fns[0]
+        if len(fns) == 2:
+            f, g = fns
+            return lambda e: f(e) or g(e)
+        return lambda e: any(f(e) for f in fns)
+
     def mask(self, frame):
         out = np.zeros(frame.n, dtype=bool)
         for a in self.args:
@@ -367,6 +389,10 @@ class NotNode(Node):
     def match(self, event):
         return not self.arg.match(event)
 
+    def closure(self):
+        f = self.arg.closure()
+        return lambda e: not f(e)
+
     def mask(self, frame):
         return ~self.arg.mask(frame)
 
@@ -380,6 +406,10 @@ class FieldValueNode(Node):
 
     def match(self, event):
         return self.test(event.get(self.field))
+
+    def closure(self):
+        field, test = self.field, self.test
+        return lambda e: test(e.get(field))
 
     def mask(self, frame):
         return frame.apply(self.field, self.test)
@@ -499,9 +529,8 @@ class CompiledDetection:
             raise UnsupportedRuleError(f"{where}: {exc}") from None
         # a list of conditions is a disjunction (each would be a query of its own)
         self.root: Node = nodes[0] if len(nodes) == 1 else OrNode(nodes)
+        self.match: EventTest = self.root.closure()
 
-    def match(self, event: Mapping[str, Any]) -> bool:
-        return self.root.match(event)
 
     def mask(self, frame: FrameView) -> np.ndarray:
         return self.root.mask(frame)
