@@ -440,7 +440,7 @@ class RuleSet:
     def correlation_result(self, firing: Firing) -> RuleResult:
         key = firing.correlation.key
         info = self.info[key]
-        ids = list(dict.fromkeys(c[2] for c in firing.chain))
+        ids = list(dict.fromkeys(c[1] for c in firing.chain))
         return RuleResult(
             type="correlation",
             id=deterministic_alert_id(key, firing.group, ids),
@@ -468,7 +468,8 @@ def _is_comment_only(doc: str) -> bool:
 class _Correlator:
     """Feeds matched records to the compiled correlations in time order and collects results.
 
-    A record is ``(ts, seq, event_id, matched rule keys, field values)``.
+    A record is ``(ts, event_id, arrival, matched rule keys, field values)``: records are ordered by
+    time, then event id (so the arrival order of simultaneous events does not matter), then arrival.
     """
 
     SWEEP_EVERY = 4096
@@ -485,15 +486,15 @@ class _Correlator:
         self.advances = 0
 
     def release(self, ts: float, records: list[tuple]) -> list[RuleResult]:
-        """Process all records at one timestamp (sorted by seq)."""
+        """Process all records at one timestamp (sorted by event id, then arrival)."""
         touched: dict[int, CompiledCorrelation] = {}
-        for rts, seq, eid, keys, values in records:
+        for rts, eid, _arrival, keys, values in records:
             for key in keys:
                 for corr in self.consumers.get(key, ()):
                     if id(corr) not in touched:
                         touched[id(corr)] = corr
             for corr in {id(c): c for k in keys for c in self.consumers.get(k, ())}.values():
-                corr.add(rts, seq, [(rts, seq, eid)], keys, values)
+                corr.add(rts, eid, [(rts, eid)], keys, values)
         results: list[RuleResult] = []
         for corr in self.correlations:
             if not corr.pending:
@@ -501,9 +502,9 @@ class _Correlator:
             for firing in corr.advance(ts):
                 if self.ruleset.info[corr.key].emits:
                     results.append(self.ruleset.correlation_result(firing))
-                seq = firing.chain[-1][1] if firing.chain else 0
+                order = firing.chain[-1][1] if firing.chain else ""
                 for outer in self.consumers.get(corr.key, ()):
-                    outer.add(firing.ts, seq, firing.chain, [corr.key], firing.group)
+                    outer.add(firing.ts, order, firing.chain, [corr.key], firing.group)
         if self.released_ts is None or ts > self.released_ts:
             self.released_ts = ts
         self.advances += 1
@@ -590,7 +591,7 @@ class StreamEvaluator:
             return results
         if matched:
             values = {f: flat.get(f) for f in self.correlator.needed_fields}
-            record = (ts, seq, eid, tuple(matched), values)
+            record = (ts, eid, seq, tuple(matched), values)
             released = self.correlator.released_ts
             if released is not None and ts <= released:
                 self.stats["late"] += 1
@@ -738,7 +739,8 @@ class BatchEvaluator:
         rows = np.flatnonzero((pattern != 0) & ~np.isnan(ts))
         if rows.size == 0:
             return []
-        rows = rows[np.lexsort((rows, ts[rows]))]
+        id_keys = np.array([ids[r] for r in rows.tolist()], dtype=str)
+        rows = rows[np.lexsort((rows, id_keys, ts[rows]))]  # time, then event id, then input order
         matched_of = {
             int(p): tuple(k for i, k in enumerate(keys) if int(p) >> i & 1) for p in np.unique(pattern[rows])
         }
@@ -759,7 +761,7 @@ class BatchEvaluator:
                 batch = []
             current = t
             values = {f: col[j] for f, col in zip(names, col_lists, strict=True)}
-            batch.append((t, row, ids[row], matched_of[p], values))
+            batch.append((t, ids[row], row, matched_of[p], values))
         if batch:
             results.extend(correlator.release(current, batch))
         return results

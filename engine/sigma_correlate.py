@@ -83,8 +83,8 @@ class Entry:
     """One item in a correlation window: a base event, or an earlier correlation's result."""
 
     ts: float
-    seq: int
-    chain: list[tuple[float, int, str]]  # underlying events (time, order, id), time-ordered
+    seq: str  # order among simultaneous entries: the event id (the last one for a correlation result)
+    chain: list[tuple[float, str]]  # underlying events (time, id), time-ordered
     slots: frozenset[int]
     value: Any = None
     norm: Any = None  # value as compared (case-folded); computed once
@@ -108,7 +108,7 @@ class Firing:
     correlation: CompiledCorrelation
     group: dict[str, Any]
     ts: float
-    chain: list[tuple[float, int, str]]
+    chain: list[tuple[float, str]]
     value: float
     first_ts: float
 
@@ -185,7 +185,7 @@ class CompiledCorrelation:
         return out
 
     # -- feeding ---------------------------------------------------------------------------
-    def add(self, ts: float, seq: int, chain: list, matched_keys: Iterable[str], values: Mapping[str, Any]) -> None:
+    def add(self, ts: float, seq: str, chain: list, matched_keys: Iterable[str], values: Mapping[str, Any]) -> None:
         """Queue one matched item (base event or inner result) at ``ts``; ``values`` holds its fields."""
         matched = set(matched_keys)
         by_group: dict[tuple, tuple[set[int], dict[str, Any], Any]] = {}

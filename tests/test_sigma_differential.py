@@ -205,6 +205,10 @@ def test_correlation_firings_equal_sqlite(corr, events):
     stream = rs.stream()
     streamed = [r for e in ordered for r in stream.push(e)] + stream.flush()
     assert sorted(r.to_json() for r in streamed) == sorted(r.to_json() for r in batch)
+    # arrival order scrambled, within the lateness: still the same results
+    late = rs.stream(lateness=timedelta(seconds=250))
+    scrambled = [r for e in reversed(events) for r in late.push(e)] + late.flush()
+    assert sorted(r.to_json() for r in scrambled) == sorted(r.to_json() for r in batch)
 
 
 @st.composite
