@@ -89,6 +89,7 @@ def detection_strategy(draw):
         lambda: " and ".join(names),
         lambda: " or ".join(names),
         lambda: "1 of sel*",
+        lambda: f"any of sel* and not ({names[-1]})",
         lambda: "all of them",
         lambda: f"{names[0]} and not {names[-1]}" if len(names) > 1 else f"not {names[0]}",
         lambda: f"({names[0]} or {names[-1]}) and not 1 of sel*" if len(names) > 1 else names[0],

@@ -30,6 +30,7 @@ CORPUS = [
     {"id": "e5", "time": "2026-01-03T10:00:00Z", "name": "A*b", "cmd": "pre " + b64("ab", "utf-16-le") + " post", "user": "", "ip": "10.255.0.9", "num": 0},
     {"id": "e6", "time": "2026-01-03T13:00:00Z", "name": "abc\nd", "cmd": "tool –exec", "user": "carol", "ip": "2001:db9::1", "num": 12},
     {"id": "e7", "time": "2026-01-03T14:00:00Z", "name": "a_c", "cmd": "A_C", "user": "abc", "ip": "", "num": 3},
+    {"id": "e8", "time": "2025-12-29T09:05:00Z", "name": "ABC\nD", "cmd": "77u/YQBiAA== " + b64("ab", "utf-16-be"), "user": "dave", "ip": "10.0.0.1", "num": 7},
 ]
 
 ITEMS = {
@@ -63,7 +64,14 @@ ITEMS = {
     "lte": {"num|lte": 0},
     "neq": {"num|neq": 3},
     "number": {"num": 3},
+    "utf16_bom": {"cmd|utf16|base64|contains": "ab"},
+    "utf16be": {"cmd|utf16be|base64offset|contains": "ab"},
+    "re_long_flags": {"name|re|ignorecase|multiline|dotall": "^ABC.d$"},
+    "neq_string": {"user|neq": "alice"},
     "hour": {"time|hour": 10},
+    "minute": {"time|minute": 5},
+    "month": {"time|month": 1},
+    "year": {"time|year": 2026},
     "day": {"time|day": 3},
     "list_or": {"user": ["alice", "bob"]},
     "empty_string": {"user": ""},
@@ -97,6 +105,14 @@ def test_modifier_matches_sqlite(db, name, negate):
     assert {r.event_ids[0] for r in rs.evaluate_batch(CORPUS)} == oracle
     if not negate:
         assert oracle or name in {"re_m"}, "corpus should exercise the modifier"
+
+
+def test_week_is_the_iso_week():
+    # deliberate difference: SQLite's strftime('%W') counts Monday-started weeks from 0
+    rs = RuleSet.from_yaml(rule({"time|week": 1}))
+    assert {r.event_ids[0] for r in rs.evaluate_batch(CORPUS)} == {"e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8"}
+    rs = RuleSet.from_yaml(rule({"time|week": 52}))
+    assert {r.event_ids[0] for r in rs.evaluate_batch(CORPUS)} == set()
 
 
 def test_keywords_match_any_field():
