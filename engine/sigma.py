@@ -472,7 +472,7 @@ class _Correlator:
     time, then event id (so the arrival order of simultaneous events does not matter), then arrival.
     """
 
-    SWEEP_EVERY = 4096
+    SWEEP_BUDGET = 8  # groups swept per correlation and released timestamp
 
     def __init__(self, ruleset: RuleSet):
         self.ruleset = ruleset
@@ -483,7 +483,6 @@ class _Correlator:
                 self.consumers.setdefault(key, []).append(corr)
         self.needed_fields = sorted({f for c in self.correlations for f in c.needed_fields()})
         self.released_ts: float | None = None
-        self.advances = 0
 
     def release(self, ts: float, records: list[tuple]) -> list[RuleResult]:
         """Process all records at one timestamp (sorted by event id, then arrival)."""
@@ -507,9 +506,8 @@ class _Correlator:
                     outer.add(firing.ts, order, firing.chain, [corr.key], firing.group)
         if self.released_ts is None or ts > self.released_ts:
             self.released_ts = ts
-        self.advances += 1
-        if self.advances % self.SWEEP_EVERY == 0:
-            self.evict()
+        for corr in self.correlations:  # a few idle groups per step: bounded state, no long pauses
+            corr.evict_some(self.released_ts, self.SWEEP_BUDGET)
         return results
 
     def evict(self) -> None:

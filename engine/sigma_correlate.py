@@ -166,6 +166,8 @@ class CompiledCorrelation:
             self.slot_value_field.append(self._resolve(self.value_field, keys) if self.value_field else None)
         self.dedup = dedup
         self.windows: dict[tuple, GroupWindow] = {}
+        self._sweep_keys: list[tuple] = []
+        self._sweep_pos = 0
         self.pending: list[tuple[tuple, Entry, dict[str, Any]]] = []
 
     def _resolve(self, name: str, keys: set[str]) -> str:
@@ -222,10 +224,14 @@ class CompiledCorrelation:
             touched[key] = None
         self.pending.clear()
         firings: list[Firing] = []
+        horizon = ts - self.span
         for key in touched:
             firing = self._evaluate(key, ts)
             if firing is not None:
                 firings.append(firing)
+            entries = self.windows[key].entries
+            if entries[0].ts < horizon:  # drop what no later window can hold
+                del entries[:bisect.bisect_left(entries, horizon, key=lambda e: e.ts)]
         return firings
 
     def _evaluate(self, key: tuple, ts: float) -> Firing | None:
@@ -275,11 +281,15 @@ class CompiledCorrelation:
         return float(np.percentile(np.asarray(numbers, dtype=float), self.percentile))
 
     # -- bounded state -------------------------------------------------------------------------
-    def evict(self, watermark: float) -> None:
-        """Drop entries no future window (anchored at or after ``watermark``) can contain."""
+    def evict(self, watermark: float, keys: Iterable[tuple] | None = None) -> None:
+        """Drop entries no future window (anchored at or after ``watermark``) can contain, and groups
+        left with nothing; ``keys`` limits the sweep to some groups (incremental sweeping)."""
         horizon = watermark - self.span
         dead = []
-        for key, window in self.windows.items():
+        for key in list(self.windows) if keys is None else keys:
+            window = self.windows.get(key)
+            if window is None:
+                continue
             entries = window.entries
             if entries and entries[0].ts < horizon:
                 cut = bisect.bisect_left(entries, horizon, key=lambda e: e.ts)
@@ -288,6 +298,15 @@ class CompiledCorrelation:
                 dead.append(key)
         for key in dead:
             del self.windows[key]
+
+    def evict_some(self, watermark: float, budget: int) -> None:
+        """Sweep the next ``budget`` groups (round robin): bounded state without long pauses."""
+        if self._sweep_pos >= len(self._sweep_keys):
+            self._sweep_keys = list(self.windows)
+            self._sweep_pos = 0
+        keys = self._sweep_keys[self._sweep_pos:self._sweep_pos + budget]
+        self._sweep_pos += budget
+        self.evict(watermark, keys)
 
     def state_size(self) -> int:
         return sum(len(w.entries) for w in self.windows.values())
