@@ -483,17 +483,19 @@ class _Correlator:
                 self.consumers.setdefault(key, []).append(corr)
         self.needed_fields = sorted({f for c in self.correlations for f in c.needed_fields()})
         self.released_ts: float | None = None
+        self._users: dict[tuple, list[CompiledCorrelation]] = {}
 
     def release(self, ts: float, records: list[tuple]) -> list[RuleResult]:
         """Process all records at one timestamp (sorted by event id, then arrival)."""
-        touched: dict[int, CompiledCorrelation] = {}
         for rts, eid, _arrival, keys, values in records:
-            for key in keys:
-                for corr in self.consumers.get(key, ()):
-                    if id(corr) not in touched:
-                        touched[id(corr)] = corr
-            for corr in {id(c): c for k in keys for c in self.consumers.get(k, ())}.values():
-                corr.add(rts, eid, [(rts, eid)], keys, values)
+            users = self._users.get(keys)
+            if users is None:  # the correlations consuming any of these rules, each once
+                users = self._users[keys] = list(
+                    {id(c): c for k in keys for c in self.consumers.get(k, ())}.values()
+                )
+            chain = [(rts, eid)]
+            for corr in users:
+                corr.add(rts, eid, chain, keys, values)
         results: list[RuleResult] = []
         for corr in self.correlations:
             if not corr.pending:

@@ -164,6 +164,10 @@ class CompiledCorrelation:
             keys = {ref.reference, *_rule_keys(ref.rule)}
             self.slot_group_fields.append([self._resolve(g, keys) for g in self.group_by])
             self.slot_value_field.append(self._resolve(self.value_field, keys) if self.value_field else None)
+        self._slot_specs = [
+            (slot, ref_key, self.slot_group_fields[slot], self.slot_value_field[slot])
+            for slot, ref_key in enumerate(self.ref_keys)
+        ]
         self.dedup = dedup
         self.windows: dict[tuple, GroupWindow] = {}
         self._sweep_keys: list[tuple] = []
@@ -189,22 +193,23 @@ class CompiledCorrelation:
     # -- feeding ---------------------------------------------------------------------------
     def add(self, ts: float, seq: str, chain: list, matched_keys: Iterable[str], values: Mapping[str, Any]) -> None:
         """Queue one matched item (base event or inner result) at ``ts``; ``values`` holds its fields."""
-        matched = set(matched_keys)
         by_group: dict[tuple, tuple[set[int], dict[str, Any], Any]] = {}
-        for slot, ref_key in enumerate(self.ref_keys):
-            if ref_key not in matched:
+        for slot, ref_key, fields, vfield in self._slot_specs:
+            if ref_key not in matched_keys:
                 continue
-            fields = self.slot_group_fields[slot]
             raw = [values.get(f) for f in fields]
-            if any(_missing(v) for v in raw):
-                continue
-            key = tuple(group_key(v) for v in raw)
-            vfield = self.slot_value_field[slot]
-            value = values.get(vfield) if vfield else None
-            slots, display, _ = by_group.setdefault(
-                key, (set(), dict(zip(self.group_by, map(_display, raw), strict=True)), value)
-            )
-            slots.add(slot)
+            key = []
+            for v in raw:
+                if v is None or (type(v) is float and v != v):
+                    break
+                key.append(group_key(v))
+            else:
+                key = tuple(key)
+                group = by_group.get(key)
+                if group is None:
+                    display = {g: _display(v) for g, v in zip(self.group_by, raw, strict=True)}
+                    group = by_group[key] = (set(), display, values.get(vfield) if vfield else None)
+                group[0].add(slot)
         for key, (slots, display, value) in by_group.items():
             self.pending.append((key, Entry(ts, seq, chain, frozenset(slots), value), display))
 
