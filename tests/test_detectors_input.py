@@ -152,6 +152,9 @@ def test_backdoor_detectors_flag_triggers_not_clean(digits, backdoor):
         # on the clean MLP the trigger pattern means nothing: no separation
         clean_det = detectors.create(name).fit(digits["X_fit"], model=digits["mlp"])
         assert auroc(clean_det, digits["X_te"], backdoor["triggered"]) < 0.8, name
+    # STRIP's weighted mix halves the trigger's strength: still separates, less sharply than the sum
+    mix = detectors.create("strip", blend="mix", alpha=0.5).fit(digits["X_fit"], model=bd)
+    assert auroc(mix, digits["X_te"], backdoor["triggered"]) >= 0.8
 
 
 def test_detect_emits_catalogue_tagged_events(fitted, digits):
@@ -297,6 +300,8 @@ def test_clear_errors(fitted, digits):
         fitted["magnet"].score(bad)
     with pytest.raises(NotFittedError):
         detectors.create("misa").score(digits["X_te"])
+    with pytest.raises(ValueError, match="blend must be"):
+        detectors.create("strip", blend="max").fit(digits["X_fit"], model=digits["mlp"])
     with pytest.raises(ValueError, match="score_type"):
         detectors.create("softmax_baseline", score_type="margin").fit(digits["X_fit"], model=digits["mlp"])
     with pytest.raises(ValueError, match="y has 5 labels"):
