@@ -161,6 +161,11 @@ class QueryStreamDetector(StreamDetector):
     #: "gumbel" fits an extreme-value (Gumbel) law to them and takes its ``fpr`` tail quantile, which
     #: extrapolates beyond the few dozen simulated accounts; "empirical" takes their plain quantile
     calibration_tail: ClassVar[str] = "gumbel"
+    #: simulated benign accounts draw reference queries with replacement (window statistics of label
+    #: or latent distributions; drawing a large share of a small reference set without replacement
+    #: would understate their spread). Distance statistics draw without replacement: a repeated
+    #: query is exactly what they look for.
+    calibration_with_replacement: ClassVar[bool] = False
     #: constructor parameters consumed by calibration (set by subclasses)
     fpr: float = 0.01
     calibration_streams: int = 40
@@ -210,15 +215,18 @@ class QueryStreamDetector(StreamDetector):
 
     def _calibrate(self, X: np.ndarray, predictions: np.ndarray | None = None) -> float:
         """Threshold such that about ``fpr`` of simulated benign accounts (streams of
-        ``calibration_length`` reference queries in random order) would ever alarm."""
+        ``calibration_length`` reference queries in random order) would ever alarm. Benign accounts
+        longer than ``calibration_length`` see more chances to alarm: set it to the longest
+        account history you expect between resets."""
         fpr = float(self.fpr)
         if not 0 <= fpr < 1:
             raise ValueError(f"fpr must be in [0, 1), got {fpr}")
         rng = np.random.default_rng(self.random_state)
-        length = min(int(self.calibration_length), len(X))
+        replace = self.calibration_with_replacement
+        length = int(self.calibration_length) if replace else min(int(self.calibration_length), len(X))
         extremes = []
         for _ in range(int(self.calibration_streams)):
-            idx = rng.choice(len(X), size=length, replace=False)
+            idx = rng.choice(len(X), size=length, replace=replace)
             s = self._stream_scores(self._new_state(), X[idx], None if predictions is None else predictions[idx],
                                     None)
             s = s[np.isfinite(s)]

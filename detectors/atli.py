@@ -41,6 +41,7 @@ class AtliOOD(QueryStreamDetector):
     """
 
     method = "atli2020-extraction"
+    calibration_with_replacement = True
 
     def __init__(self, window: int = 50, min_queries: int = 20, query_fpr: float = 0.05, n_components: int = 20,
                  fpr: float = 0.01, calibration_streams: int = 40, calibration_length: int = 300,

@@ -45,6 +45,7 @@ class HODA(QueryStreamDetector):
     """
 
     method = "sadeghzadeh2021-hoda"
+    calibration_with_replacement = True
 
     def __init__(self, n_checkpoints: int = 11, epochs_per_checkpoint: int = 2, hidden: tuple[int, ...] = (64,),
                  n_queries: int = 100, fpr: float = 0.01, calibration_streams: int = 40,

@@ -37,6 +37,7 @@ class LabelDistribution(QueryStreamDetector):
     """
 
     method = "monitor-label-distribution"
+    calibration_with_replacement = True
 
     def __init__(self, window: int = 100, min_queries: int = 30, fpr: float = 0.01, calibration_streams: int = 40,
                  calibration_length: int = 300, max_accounts: int = 10_000, random_state: int = 0):

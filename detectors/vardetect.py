@@ -7,8 +7,7 @@ arXiv:2107.05166, 2021 (seed ref. 37).
 from __future__ import annotations
 
 import warnings
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +19,14 @@ from .base import check_array, register
 
 @dataclass
 class _VarState:
-    latents: deque = field(default_factory=deque)  # (z, mean kernel to the reference)
+    """The window's latent codes (a ring), each code's mean kernel value to the reference, and the
+    running sum of the window's kernel matrix (kept exact by a full recomputation every wrap)."""
+
+    Z: np.ndarray
+    k_ref: np.ndarray
+    n: int = 0
+    head: int = 0
+    k_sum: float = 0.0
     seen: int = 0
     detections: int = 0
 
@@ -67,6 +73,7 @@ class VarDetect(QueryStreamDetector):
     """
 
     method = "pal2021-vardetect"
+    calibration_with_replacement = True
 
     def __init__(self, latent: str = "pca", n_components: int = 8, window: int = 100, min_queries: int = 50,
                  n_reference: int = 200, fpr: float = 0.01, calibration_streams: int = 40,
@@ -109,22 +116,36 @@ class VarDetect(QueryStreamDetector):
         return self
 
     def _new_state(self) -> _VarState:
-        return _VarState(latents=deque(maxlen=int(self.window)))
+        return _VarState(Z=np.zeros((int(self.window), self.reference_.shape[1])), k_ref=np.zeros(int(self.window)))
 
     def _reset_state(self, state: _VarState) -> None:
-        state.latents.clear()
+        state.n = state.head = 0
+        state.k_sum = 0.0
+
+    def _kernel_row(self, Z: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return np.exp(-self.gamma_ * ((Z - z) ** 2).sum(1))
 
     def _score_one(self, state: _VarState, x: np.ndarray, prediction: Any, time: datetime) -> tuple[float, dict]:
         z = self.encoder_.transform(x.reshape(1, -1))[0]
-        k_zr = float(np.exp(-self.gamma_ * ((self.reference_ - z) ** 2).sum(1)).mean())
-        state.latents.append((z, k_zr))
-        n = len(state.latents)
+        w = int(self.window)
+        if state.n == w:  # drop the oldest code's row and column from the kernel sum
+            old = state.Z[state.head]
+            state.k_sum -= 2.0 * float(self._kernel_row(state.Z, old).sum()) - 1.0
+            slot = state.head
+            state.head = (state.head + 1) % w
+        else:
+            slot = state.n
+            state.n += 1
+        state.Z[slot] = z
+        state.k_ref[slot] = float(self._kernel_row(self.reference_, z).mean())
+        if state.head == 0 and state.n == w:  # once per wrap: recompute exactly (no drift)
+            Z = state.Z
+            sq = (Z * Z).sum(1)
+            state.k_sum = float(np.exp(-self.gamma_ * np.maximum(sq[:, None] + sq[None, :] - 2 * Z @ Z.T, 0)).sum())
+        else:
+            state.k_sum += 2.0 * float(self._kernel_row(state.Z[: state.n], z).sum()) - 1.0
+        n = state.n
         if n < self.min_queries:
             return float("nan"), {}
-        W = np.stack([a for a, _ in state.latents])
-        sq = (W * W).sum(1)
-        d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * W @ W.T, 0.0)
-        k_ww = float(np.exp(-self.gamma_ * d2).mean())
-        k_wr = float(np.mean([b for _, b in state.latents]))
-        mmd2 = k_ww + self.k_rr_ - 2.0 * k_wr
+        mmd2 = state.k_sum / (n * n) + self.k_rr_ - 2.0 * float(state.k_ref[:n].mean())
         return float(mmd2), {"mmd2": round(mmd2, 6), "queries_in_window": n, "latent": self.latent}

@@ -335,3 +335,15 @@ def test_real_hopskipjump_is_caught_by_stateful_detectors(task, fitted):
         result = query_sim.replay(api.log, det)
         assert result.first_alarm.get("mallory", 10**9) <= 100, name
         assert not set(result.first_alarm) & set(users), name
+
+
+def test_vardetect_incremental_mmd_equals_direct_computation(fitted, task):
+    det = fitted["vardetect"]
+    X = task.X_benign[:260]
+    s = det.score_stream(X)
+    Z = det.encoder_.transform(X)
+    for t in (det.min_queries, det.window - 1, 150, 259):  # before, at and after the window wraps
+        W = Z[max(0, t - det.window + 1): t + 1]
+        kww = np.exp(-det.gamma_ * ((W[:, None] - W[None]) ** 2).sum(-1)).mean()
+        kwr = np.exp(-det.gamma_ * ((W[:, None] - det.reference_[None]) ** 2).sum(-1)).mean()
+        assert s[t] == pytest.approx(kww + det.k_rr_ - 2 * kwr, abs=1e-9)
