@@ -76,6 +76,16 @@ def tpr_at(y_true: np.ndarray, scores: np.ndarray, fpr_target: float) -> float:
     return float(tpr[np.searchsorted(fpr, fpr_target, side="right") - 1])
 
 
+def best_time(fn: Any, repeats: int = 3) -> float:
+    """Fastest of ``repeats`` wall-clock runs of ``fn()`` in seconds (less noise from a shared CPU)."""
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return min(out)
+
+
 def successful(model: Any, X: np.ndarray, y: np.ndarray, X_adv: np.ndarray) -> np.ndarray:
     """Adversarial rows whose clean version was right and whose adversarial version is wrong."""
     return X_adv[(model.predict(X) == y) & (model.predict(X_adv) != y)]
@@ -84,9 +94,8 @@ def successful(model: Any, X: np.ndarray, y: np.ndarray, X_adv: np.ndarray) -> n
 def evaluate(det: Any, clean: np.ndarray, positive: np.ndarray) -> dict[str, float]:
     X = np.vstack([clean, positive])
     t = np.r_[np.zeros(len(clean)), np.ones(len(positive))]
-    start = time.perf_counter()
     s = det.score(X)
-    ms = 1000.0 * (time.perf_counter() - start) / len(X)
+    ms = 1000.0 * best_time(lambda: det.score(X)) / len(X)
     return {"auroc": round(float(roc_auc_score(t, s)), 4), "tpr_at_5fpr": round(tpr_at(t, s, 0.05), 4),
             "tpr_at_1fpr": round(tpr_at(t, s, 0.01), 4), "ms_per_input": round(ms, 3),
             "n_clean": int(len(clean)), "n_attack": int(len(positive))}
@@ -125,9 +134,8 @@ def run(n_test: int = 150, n_known: int = 200, seed: int = 0) -> dict[str, Any]:
 
     mlp = MLPClassifier((64,), max_iter=400, random_state=seed).fit(X_tr, y_tr)
     report["model"] = {"kind": "MLPClassifier(64, relu)", "test_accuracy": round(float(mlp.score(X_te, y_te)), 4)}
-    start = time.perf_counter()
-    mlp.predict_proba(X_te)
-    report["model"]["ms_per_input"] = round(1000.0 * (time.perf_counter() - start) / len(X_te), 4)
+    batch = np.vstack([X_te, X_te])  # the size of a detector's scoring batch (clean + attacked)
+    report["model"]["ms_per_input"] = round(1000.0 * best_time(lambda: mlp.predict_proba(batch)) / len(batch), 4)
 
     attacks: dict[str, np.ndarray] = {}
     timing = {}
@@ -176,13 +184,17 @@ def run(n_test: int = 150, n_known: int = 200, seed: int = 0) -> dict[str, Any]:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    """The docs table: AUROC / TPR at 5% FPR per attack, median ms per input over the attacks."""
     attacks = list(report["attacks"])
-    head = "| detector | " + " | ".join(attacks) + " | ms/input |\n|---|" + "---|" * (len(attacks) + 1) + "\n"
+    head = ("| detector | " + " | ".join(attacks) + " | ms/input |\n|---|" + "---|" * (len(attacks) + 1) + "\n")
     lines = []
     for det, rows in report["results"].items():
-        cells = [f"{rows[a]['auroc']:.3f} / {rows[a]['tpr_at_5fpr']:.2f}" for a in attacks]
-        ms = np.mean([rows[a]["ms_per_input"] for a in attacks])
-        lines.append(f"| `{det}` | " + " | ".join(cells) + f" | {ms:.2f} |")
+        cells = []
+        for a in attacks:
+            cell = f"{rows[a]['auroc']:.3f} / {rows[a]['tpr_at_5fpr']:.2f}"
+            cells.append(f"**{cell}**" if rows[a]["auroc"] >= 0.95 else cell)
+        ms = float(np.median([rows[a]["ms_per_input"] for a in attacks]))
+        lines.append(f"| `{det}` | " + " | ".join(cells) + f" | {ms:.3f} |")
     return head + "\n".join(lines) + "\n"
 
 
