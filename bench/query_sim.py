@@ -226,7 +226,9 @@ def _evasion_attack(name: str, clf: Any, max_queries: int):
     if name == "signopt":
         return SignOPTAttack(clf, targeted=False, max_iter=20, query_limit=max_queries, k=20, verbose=False)
     if name == "geoda":
-        return GeoDA(clf, norm=2, sub_dim=4, max_iter=max_queries, bin_search_tol=0.01, verbose=False)
+        # GeoDA splits max_iter into per-iteration query counts and fails on small values; the
+        # driver's budget guard stops it at max_queries anyway
+        return GeoDA(clf, norm=2, sub_dim=4, max_iter=max(1000, max_queries), bin_search_tol=0.01, verbose=False)
     if name == "zoo":
         return ZooAttack(clf, confidence=0.0, targeted=False, learning_rate=0.1, max_iter=50,
                          binary_search_steps=1, initial_const=10.0, abort_early=False, use_resize=False,

@@ -347,3 +347,18 @@ def test_vardetect_incremental_mmd_equals_direct_computation(fitted, task):
         kww = np.exp(-det.gamma_ * ((W[:, None] - W[None]) ** 2).sum(-1)).mean()
         kwr = np.exp(-det.gamma_ * ((W[:, None] - det.reference_[None]) ** 2).sum(-1)).mean()
         assert s[t] == pytest.approx(kww + det.k_rr_ - 2 * kwr, abs=1e-9)
+
+
+@pytest.mark.parametrize("attack", query_sim.EVASION_ATTACKS + query_sim.EXTRACTION_ATTACKS)
+def test_every_art_attack_driver_sends_its_queries_through_the_api(attack, task):
+    api = query_sim.InferenceAPI(task.model)
+    if attack in query_sim.EVASION_ATTACKS:
+        s = query_sim.run_evasion(api, attack, task.X_attack[:1], account="m", max_queries=40)
+        assert s["queries"] <= 40 + 64  # the budget is checked per ART predict call (a batch)
+    else:
+        s = query_sim.run_extraction(api, attack, task.X_attack, account="m", n_queries=40, X_test=task.X_benign[:50])
+        assert s["queries"] == 40 and 0 <= s["agreement"] <= 1
+    recs = api.queries("m")
+    assert len(recs) == s["queries"] == api.count("m") > 0
+    assert all(r.x.shape == (64,) and 0 <= r.label < 10 for r in recs)
+    assert all(b.t > a.t for a, b in zip(recs, recs[1:], strict=False))  # the account's clock advances
