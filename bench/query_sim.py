@@ -236,6 +236,22 @@ def _evasion_attack(name: str, clf: Any, max_queries: int):
     raise ValueError(f"unknown evasion attack {name!r}; known: {', '.join(EVASION_ATTACKS)}")
 
 
+def _random_misclassified_start(clf: Any, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
+                                tries: int = 100) -> np.ndarray:
+    """Uniform random images, queried through ``clf``, until one per input has another label
+    (BoundaryAttack's own initialisation, with a seeded generator)."""
+    out = np.empty_like(x)
+    for i in range(len(x)):
+        for _ in range(tries):
+            cand = rng.uniform(0.0, 1.0, size=x[i:i + 1].shape).astype(x.dtype)
+            if int(np.argmax(clf.predict(cand))) != int(y[i]):
+                out[i] = cand[0]
+                break
+        else:
+            raise RuntimeError("no misclassified random start found for BoundaryAttack")
+    return out
+
+
 class QueryBudgetExceeded(RuntimeError):
     """Raised inside an attack when its account reached the simulation's query budget."""
 
@@ -268,7 +284,10 @@ def run_evasion(api: InferenceAPI, attack: str, x: np.ndarray, *, account: str, 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            adv = _evasion_attack(attack, clf, max_queries).generate(x=x)
+            kwargs = {}
+            if attack == "boundary":  # ART draws its start from an unseeded RandomState: do the same draw, seeded
+                kwargs["x_adv_init"] = _random_misclassified_start(clf, x, y_true, np.random.default_rng(seed))
+            adv = _evasion_attack(attack, clf, max_queries).generate(x=x, **kwargs)
     except QueryBudgetExceeded:
         finished = False
     finally:

@@ -20,7 +20,7 @@ from .base import check_array, register
 
 @dataclass
 class _BlacklightState:
-    postings: dict[int, deque] = field(default_factory=dict)  # hash -> recent query numbers holding it
+    postings: dict[int, list[int]] = field(default_factory=dict)  # hash -> recent query numbers holding it
     fingerprints: deque = field(default_factory=deque)  # (query number, hashes) in arrival order
     seen: int = 0
     detections: int = 0
@@ -134,19 +134,22 @@ class Blacklight(QueryStreamDetector):
             if c > best:
                 best, best_id = c, other
         # store the new fingerprint; evict the oldest beyond the history
-        for h in fp.tolist():
-            dq = state.postings.get(h)
-            if dq is None:
-                dq = state.postings[h] = deque(maxlen=self.max_postings)
-            dq.append(qid)
+        for h in fp.tolist():  # plain lists: most hashes have one holder, and a deque costs ~10x more
+            ids = state.postings.get(h)
+            if ids is None:
+                state.postings[h] = [qid]
+            else:
+                ids.append(qid)
+                if len(ids) > self.max_postings:
+                    del ids[0]
         state.fingerprints.append((qid, fp))
         if len(state.fingerprints) > self.history:
             old_id, old_fp = state.fingerprints.popleft()
             for h in old_fp.tolist():
-                dq = state.postings.get(h)
-                if dq and dq[0] == old_id:
-                    dq.popleft()
-                if dq is not None and not dq:
+                ids = state.postings.get(h)
+                if ids and ids[0] == old_id:
+                    del ids[0]
+                if ids is not None and not ids:
                     del state.postings[h]
         evidence = {"matches": best, "top_n": int(len(fp)), "matched_query": best_id,
                     "stored_queries": len(state.fingerprints)}
