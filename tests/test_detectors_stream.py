@@ -362,3 +362,22 @@ def test_every_art_attack_driver_sends_its_queries_through_the_api(attack, task)
     assert len(recs) == s["queries"] == api.count("m") > 0
     assert all(r.x.shape == (64,) and 0 <= r.label < 10 for r in recs)
     assert all(b.t > a.t for a, b in zip(recs, recs[1:], strict=False))  # the account's clock advances
+
+
+@pytest.mark.parametrize("name", STREAM)
+def test_pickled_detector_with_state_continues_in_a_new_process_image(name, fitted, task):
+    """A fitted detector and its per-account state survive pickling (e.g. a restart of the monitor)."""
+    import pickle
+
+    det = fitted[name]
+    X, y, gap = _attack_stream(name, task)
+    first, _ = _feed(det, X, y, gap=gap)
+    cut = max(1, first - 3)
+    det.reset()
+    _feed(det, X[:cut], None if y is None else y[:cut], gap=gap)
+    clone = pickle.loads(pickle.dumps(det))
+    for d in (det, clone):
+        hit = next(i + 1 for i in range(cut, len(X))
+                   if d.observe(X[i], account="acct", time=T0 + timedelta(seconds=gap * i),
+                                prediction=None if y is None else int(y[i])))
+        assert hit == first
