@@ -71,7 +71,8 @@ PAPERS = {
 
 
 def build_traffic(task: query_sim.DigitsTask, *, benign_pool: np.ndarray, n_benign: int, n_attackers: int,
-                  extraction_queries: int, evasion_budget: int, seed: int) -> tuple[query_sim.InferenceAPI, dict]:
+                  extraction_queries: int, evasion_budget: int, seed: int,
+                  attacker_rate: float = 2.0) -> tuple[query_sim.InferenceAPI, dict]:
     api = query_sim.InferenceAPI(task.model)
     t0 = time.perf_counter()
     users = query_sim.benign_traffic(api, benign_pool, n_accounts=n_benign, queries_per_account=(50, 250),
@@ -82,7 +83,7 @@ def build_traffic(task: query_sim.DigitsTask, *, benign_pool: np.ndarray, n_beni
         for i in range(n_attackers):
             acct = f"{attack}-{i}"
             target = task.X_attack[int(rng.integers(len(task.X_attack)))][None, :]
-            s = query_sim.run_evasion(api, attack, target, account=acct, seed=seed + i,
+            s = query_sim.run_evasion(api, attack, target, account=acct, seed=seed + i, rate=attacker_rate,
                                       max_queries=EVASION_BUDGET.get(attack, evasion_budget),
                                       start=float(rng.uniform(0, 600)))
             attackers[acct] = {"family": "evasion", **s}
@@ -90,6 +91,7 @@ def build_traffic(task: query_sim.DigitsTask, *, benign_pool: np.ndarray, n_beni
         for i in range(n_attackers):
             acct = f"{attack}-{i}"
             s = query_sim.run_extraction(api, attack, task.X_attack, account=acct, n_queries=extraction_queries,
+                                         rate=attacker_rate,
                                          seed=seed + i, start=float(rng.uniform(0, 600)), X_test=benign_pool)
             attackers[acct] = {"family": "extraction", **s}
     meta = {"benign_accounts": users, "attackers": attackers, "seconds": round(time.perf_counter() - t0, 2)}
@@ -227,6 +229,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--extraction-queries", type=int, default=300)
     ap.add_argument("--evasion-budget", type=int, default=1000)
     ap.add_argument("--history-queries", type=int, default=10_000)
+    ap.add_argument("--attacker-rate", type=float, default=2.0,
+                    help="attacker queries per second (benign users: 1 per 5-60 s); try 0.05 to see query_rate miss")
     ap.add_argument("--detectors", default=",".join(DETECTORS))
     ap.add_argument("--quick", action="store_true", help="20 benign accounts, 1 attacker per attack, 3,000-query history")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
@@ -240,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     X_ref, pool = task.X_benign[:240], task.X_benign[240:]
     api, meta = build_traffic(task, benign_pool=pool, n_benign=args.benign_accounts, n_attackers=args.attackers,
                               extraction_queries=args.extraction_queries, evasion_budget=args.evasion_budget,
-                              seed=args.seed)
+                              seed=args.seed, attacker_rate=args.attacker_rate)
     # query_rate's baseline: another benign population's query times (the defender's history)
     ref_api = query_sim.InferenceAPI(task.model)
     query_sim.benign_traffic(ref_api, X_ref, n_accounts=30, queries_per_account=(50, 200), seed=args.seed + 99,
@@ -250,6 +254,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "config": {"seed": args.seed, "benign_accounts": len(meta["benign_accounts"]),
                    "attackers_per_attack": args.attackers, "extraction_queries": args.extraction_queries,
                    "evasion_budget": args.evasion_budget, "history_queries": args.history_queries,
+                   "attacker_rate_per_s": args.attacker_rate,
                    "victim_accuracy": round(float(task.model.score(pool, task.y_benign[240:])), 4),
                    "benign_queries": sum(api.count(u) for u in meta["benign_accounts"]),
                    "attack_queries": sum(api.count(a) for a in meta["attackers"]), "traffic_seconds": meta["seconds"]},

@@ -89,10 +89,11 @@ class PRADA(QueryStreamDetector):
 
     As in the paper: a growing set G_c per predicted class; a query joins G_c when its minimum
     distance to G_c exceeds T_c = max(T_c, mean - std of the distances that admitted earlier members);
-    every minimum distance joins D; W(D) is tested once D holds ``min_queries`` distances (the paper
-    tests from 100 queries on; natural benign streams give near-normal D, synthetic queries crafted
-    by small steps from seeds do not). δ (``delta``) is calibrated on simulated benign accounts so
-    about ``fpr`` of them would ever alarm unless it is given. Deviations: D keeps the most recent
+    every minimum distance joins D; W(D) is tested at every query once D holds ``min_queries``
+    distances (natural benign streams give near-normal D; synthetic queries crafted by small steps
+    from seeds do not). δ (``delta``) is calibrated on simulated benign accounts so about ``fpr`` of
+    them would ever alarm unless it is given (the paper tunes δ per dataset the same way: the
+    largest value without false positives on benign data). Deviations: D keeps the most recent
     ``history`` distances (the paper keeps all); after an alarm the account's state is cleared so a
     long attack produces periodic events instead of one per query.
     """
