@@ -1,0 +1,155 @@
+"""Event store and ingest pipeline on real SQLite and (in CI) real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from kizashi.engine import DetectionEvent
+from kizashi.engine.pipeline import Pipeline
+from kizashi.engine.store import Store
+from sqlalchemy import text
+
+T0 = datetime(2026, 11, 28, 1, 0, tzinfo=UTC)
+
+
+def ev(eid, stage, attack, techniques, *, account="acct-a", model="digits", minutes=0, detector="prada"):
+    return DetectionEvent.parse({
+        "id": eid, "time": (T0 + timedelta(minutes=minutes)).isoformat(),
+        "detector": {"id": f"kizashi.{detector}", "name": detector}, "stage": stage, "attack": attack,
+        "atlas": {"techniques": techniques}, "subject": {"account": account}, "target": {"model": model},
+        "score": 2.0, "threshold": 1.0,
+    })
+
+
+def campaign(prefix="", account="acct-a"):
+    return [
+        ev(prefix + "x1", "symptom", "extraction", ["AML.T0024.002", "AML.T0040"], account=account, minutes=0),
+        ev(prefix + "x2", "symptom", "extraction", ["AML.T0024.002"], account=account, minutes=5),
+        ev(prefix + "v1", "symptom", "evasion", ["AML.T0015"], account=account, minutes=60,
+           detector="feature_squeezing"),
+    ]
+
+
+def pg_url():
+    url = os.environ.get("KIZASHI_TEST_PG_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide PostgreSQL: KIZASHI_TEST_PG_URL is not set (see .ci/run)")
+        pytest.skip("KIZASHI_TEST_PG_URL not set (start PostgreSQL as .ci/run does)")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path / 'k.db'}")
+    else:
+        base = pg_url()
+        schema = "t" + uuid.uuid4().hex[:10]
+        from sqlalchemy import create_engine
+        eng = create_engine(base)
+        with eng.begin() as c:
+            c.execute(text(f"CREATE SCHEMA {schema}"))
+        s = Store(base + ("&" if "?" in base else "?") + f"options=-csearch_path%3D{schema}")
+        request.addfinalizer(lambda: (s.close(), _drop(eng, schema)))
+    yield s
+    s.close()
+
+
+def _drop(eng, schema):
+    with eng.begin() as c:
+        c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    eng.dispose()
+
+
+def test_ingest_idempotent_on_event_id(store):
+    r1 = store.add_events(campaign())
+    r2 = store.add_events(campaign() + [ev("new", "precursor", "evasion", ["AML.T0043.001"])])
+    assert (r1.stored, r1.duplicates) == (3, 0)
+    assert (r2.stored, r2.duplicates) == (1, 3)
+    assert store.count_events() == 4
+    assert store.get_event("v1") == campaign()[2]
+    times = [e.time for e in store.iter_events()]
+    assert times == sorted(times)
+
+
+def test_pipeline_raises_correlated_alert_once(store):
+    p = Pipeline(store, sinks=["stix-file"])
+    out = p.ingest(campaign())
+    corr = [a for a in out.alerts if a.rule.type == "correlation"]
+    assert [a.rule.name for a in corr] == ["kizashi_campaign_extraction_then_evasion"]
+    chain = corr[0]
+    assert chain.event_ids[0] in {"x1", "x2"} and chain.event_ids[-1] == "v1"
+    assert {"AML.T0024.002", "AML.T0043.002", "AML.T0015"} <= set(chain.atlas.techniques)
+    assert store.get_alert(chain.id) == chain
+    # replaying the same input raises nothing new
+    again = Pipeline(store, sinks=["stix-file"]).ingest(campaign())
+    assert again.alerts == [] and again.duplicates == 3
+    assert store.outbox_status()["stix-file"]["pending"] == store.count_alerts()
+
+
+def test_restart_recovers_alert_not_yet_stored(store):
+    # events were committed, then the process died before evaluating them
+    store.add_events(campaign(prefix="r-", account="acct-r"))
+    assert store.count_alerts() == 0
+    p = Pipeline(store)  # recovery replays the last max-timespan window
+    names = {a.rule.name for a in p.recovered_alerts}
+    assert "kizashi_campaign_extraction_then_evasion" in names
+    n = store.count_alerts()
+    assert Pipeline(store).recovered_alerts == [] and store.count_alerts() == n
+
+
+def test_state_survives_restart_between_precursor_and_symptom(store):
+    evs = campaign(prefix="s-", account="acct-s")
+    Pipeline(store).ingest(evs[:2])  # extraction only: no correlation yet
+    assert not [a for a in store.list_alerts() if a.rule.type == "correlation"]
+    out = Pipeline(store).ingest(evs[2:])  # new process: the symptom arrives
+    assert [a.rule.name for a in out.alerts if a.rule.type == "correlation"] == [
+        "kizashi_campaign_extraction_then_evasion"]
+
+
+def test_quarantine_keeps_bad_lines_and_valid_ones(store):
+    good = [e.to_json() for e in campaign(prefix="q-", account="acct-q")]
+    lines = [good[0], '{"id": "broken", ', json.dumps({"id": "bad-stage", "stage": "later"}), good[1],
+             "\x00\x1b[31m" + "A" * 100_000, good[2]]
+    out = Pipeline(store).ingest_lines(lines, source="test.jsonl")
+    assert (out.stored, out.quarantined) == (3, 3)
+    q = store.list_quarantine()
+    assert [r["source"] for r in q] == ["test.jsonl"] * 3
+    assert "line 2" in q[0]["reason"] and "not valid JSON" in q[0]["reason"]
+    assert "stage" in q[1]["reason"]
+    assert len(q[2]["raw"]) < 70_000
+
+
+def test_outbox_delivery_state(store):
+    Pipeline(store, sinks=["a", "b"]).ingest(campaign(prefix="o-", account="acct-o"))
+    items = store.pending("a")
+    assert items and all(i.sink == "a" for i in items)
+    store.mark_failed([items[0].id], "receiver down", retry_in=timedelta(hours=1))
+    assert items[0].id not in {i.id for i in store.pending("a")}
+    store.mark_delivered([i.id for i in items[1:]])
+    st = store.outbox_status()
+    assert st["a"] == {"pending": 1, "delivered": len(items) - 1}
+    assert st["b"]["pending"] == len(items)
+    assert store.enqueue([items[0].alert_id], "a") == 0  # already queued for that sink
+
+
+def test_schema_migration_from_v1(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    s = Store(url)
+    with s.engine.begin() as c:
+        c.execute(text("DELETE FROM kizashi_schema"))
+        c.execute(text("INSERT INTO kizashi_schema VALUES (1, '2026-01-01')"))
+        c.execute(text("DROP INDEX IF EXISTS ix_events_account_time"))
+    s.close()
+    s2 = Store(url)
+    assert s2.schema_version() == 2
+    with s2.engine.connect() as c:
+        idx = {r[1] for r in c.execute(text("PRAGMA index_list('events')"))}
+    assert "ix_events_account_time" in idx
+    with s2.engine.connect() as c:
+        assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
