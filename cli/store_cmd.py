@@ -1,0 +1,197 @@
+"""``kizashi ingest | serve | alerts | export``: the store, the pipeline and the SOC formats."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+from kizashi.engine.pipeline import Pipeline
+from kizashi.engine.sigma import RuleSet
+from kizashi.engine.store import Store, default_db_url
+
+DbOption = Annotated[str | None, typer.Option("--db", help="database URL (default $KIZASHI_DB or sqlite:///kizashi.db)")]
+RulesOption = Annotated[list[str] | None, typer.Option("--rules", help="Sigma rule files/folders (default: bundled pack)")]
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+def _ruleset(rules: list[str] | None) -> RuleSet:
+    return RuleSet.from_paths(rules) if rules else RuleSet.bundled()
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """ISO 8601 time, or a relative span like ``24h``, ``7d``, ``30m``."""
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"--since {value!r}: expected ISO 8601 or a span like 24h, 7d")
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def ingest(
+    source: Annotated[str, typer.Argument(help="JSON-lines file of kizashi events, or - for stdin")],
+    db: DbOption = None,
+    rules: RulesOption = None,
+    sink: Annotated[list[str] | None, typer.Option("--sink", help="outbox sink names to queue alerts for")] = None,
+    batch_size: Annotated[int, typer.Option(help="events per transaction")] = 500,
+) -> None:
+    """Store events (idempotent on id), evaluate the rules, store alerts; bad lines are quarantined."""
+    store = Store(db or default_db_url())
+    pipe = Pipeline(store, _ruleset(rules), sinks=sink or [])
+    if source == "-":
+        result = pipe.ingest_lines(sys.stdin, source="stdin", batch_size=batch_size)
+    else:
+        if not os.path.exists(source):
+            _fail(f"no such file: {source}")
+        with open(source, encoding="utf-8", errors="replace") as fh:
+            result = pipe.ingest_lines(fh, source=source, batch_size=batch_size)
+    summary = result.summary()
+    summary["recovered_alerts"] = len(pipe.recovered_alerts)
+    typer.echo(json.dumps(summary))
+
+
+def serve(
+    db: DbOption = None,
+    rules: RulesOption = None,
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8787,
+    token_env: Annotated[str, typer.Option(help="environment variable holding the bearer token")] = "KIZASHI_TOKEN",
+    max_body: Annotated[int, typer.Option(help="maximum request body in bytes")] = 10 * 1024 * 1024,
+) -> None:
+    """HTTP ingest endpoint: POST /events (JSON object, array or JSON lines)."""
+    from kizashi.connectors.http_ingest import IngestServer
+
+    store = Store(db or default_db_url())
+    pipe = Pipeline(store, _ruleset(rules))
+    token = os.environ.get(token_env) or None
+    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        _fail(f"refusing to listen on {host} without a token: set ${token_env}")
+    server = IngestServer(lambda evs: pipe.ingest(evs).summary(),
+                          lambda raw, reason: store.quarantine(raw, reason, source="http"),
+                          host=host, port=port, token=token, max_body=max_body)
+    h, p = server.address
+    typer.echo(json.dumps({"listening": f"http://{h}:{p}/events", "auth": token is not None}), err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+alerts_app = typer.Typer(help="Alerts in the store.", no_args_is_help=True)
+
+
+@alerts_app.command("list")
+def alerts_list(
+    db: DbOption = None,
+    since: Annotated[str | None, typer.Option(help="ISO time or span (24h, 7d)")] = None,
+    format: Annotated[str, typer.Option("--format", help="table | json")] = "table",
+    correlated: Annotated[bool, typer.Option(help="only correlation alerts")] = False,
+) -> None:
+    """List alerts (oldest first)."""
+    alerts = Store(db or default_db_url()).list_alerts(since=parse_since(since))
+    if correlated:
+        alerts = [a for a in alerts if a.rule.type == "correlation"]
+    if format == "json":
+        for a in alerts:
+            typer.echo(a.to_json())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{len(alerts)} alert(s)")
+    for col in ("first seen", "level", "rule", "group", "events", "ATLAS"):
+        t.add_column(col)
+    for a in alerts:
+        t.add_row(a.first_seen.strftime("%Y-%m-%d %H:%M:%S"), a.level, a.rule.title or a.rule.name or a.rule.id,
+                  ", ".join(f"{k}={v}" for k, v in a.group.items()), str(a.count), " ".join(a.atlas.techniques))
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console.print(t)
+
+
+@alerts_app.command("show")
+def alerts_show(alert_id: str, db: DbOption = None) -> None:
+    """One alert with its chain of events (JSON)."""
+    store = Store(db or default_db_url())
+    a = store.get_alert(alert_id)
+    if a is None:
+        _fail(f"no alert with id {alert_id!r}")
+    events = store.get_events(a.event_ids)
+    out = a.to_dict()
+    out["events"] = [events[i].to_dict() for i in a.event_ids if i in events]
+    typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
+
+
+EXPORT_FORMATS = ("stix", "navigator", "cef", "leef", "ecs", "alerts")
+
+
+def export(
+    fmt: Annotated[str, typer.Argument(help="stix | navigator | cef | leef | ecs | alerts (JSON lines)")],
+    db: DbOption = None,
+    since: Annotated[str | None, typer.Option(help="ISO time or span (24h, 7d)")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="output file (default stdout)")] = None,
+    rules: RulesOption = None,
+) -> None:
+    """Export stored alerts in a SOC format."""
+    if fmt not in EXPORT_FORMATS:
+        _fail(f"format must be one of {', '.join(EXPORT_FORMATS)}, not {fmt!r}")
+    store = Store(db or default_db_url())
+    alerts = store.list_alerts(since=parse_since(since))
+    events = store.get_events(eid for a in alerts for eid in a.event_ids)
+    text = render(fmt, alerts, events, _ruleset(rules))
+    if out:
+        with open(out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        typer.echo(text, nl=not text.endswith("\n"))
+
+
+def render(fmt: str, alerts, events, ruleset: RuleSet | None = None) -> str:
+    """Render alerts with the connector for ``fmt``."""
+    if fmt == "alerts":
+        return "".join(a.to_json() + "\n" for a in alerts)
+    if fmt == "stix":
+        from kizashi.connectors.stix import StixFormatter
+
+        texts = {}
+        if ruleset is not None:
+            for a in alerts:
+                try:
+                    texts[a.rule.id] = ruleset.rule_text(a.rule.id)
+                except KeyError:
+                    pass
+        return StixFormatter(rule_texts=texts, indent=1).render(alerts, events)
+    if fmt == "navigator":
+        from kizashi.connectors.navigator import NavigatorFormatter
+
+        return NavigatorFormatter().render(alerts, events)
+    try:
+        if fmt == "cef":
+            from kizashi.connectors.syslog import CefFormatter as F
+        elif fmt == "leef":
+            from kizashi.connectors.syslog import LeefFormatter as F
+        else:
+            from kizashi.connectors.elastic import EcsFormatter as F
+    except ImportError as exc:
+        _fail(f"the {fmt} connector is not available in this build: {exc}")
+    return F().render(alerts, events)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest)
+    app.command("serve")(serve)
+    app.command("export")(export)
+    app.add_typer(alerts_app, name="alerts")
