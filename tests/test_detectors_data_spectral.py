@@ -1,0 +1,70 @@
+"""spectral_signature on a real BadNets poisoning (ART PoisoningAttackBackdoor) of digits."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from kizashi.detectors import create
+from sklearn.datasets import load_digits
+from sklearn.neural_network import MLPClassifier
+
+
+def badnets(X, y, fraction, target=0, seed=0):
+    from art.attacks.poisoning import PoisoningAttackBackdoor
+    from art.attacks.poisoning.perturbations import add_pattern_bd
+
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(np.flatnonzero(y != target), size=int(fraction * len(y)), replace=False))
+    attack = PoisoningAttackBackdoor(lambda x: add_pattern_bd(x.reshape(-1, 8, 8), pixel_value=1.0).reshape(x.shape))
+    Xp, yp = X.copy(), y.copy()
+    Xp[idx], _ = attack.poison(X[idx], y=np.full(len(idx), target), broadcast=True)
+    yp[idx] = target
+    return Xp, yp, idx
+
+
+@pytest.fixture(scope="module")
+def poisoned():
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    Xp, yp, idx = badnets(X, y, 0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MLPClassifier((64,), max_iter=300, random_state=0).fit(Xp, yp)
+        clean_model = MLPClassifier((64,), max_iter=300, random_state=0).fit(X, y)
+    return X, y, Xp, yp, idx, model, clean_model
+
+
+def test_flags_poisons_and_target_class(poisoned):
+    X, y, Xp, yp, idx, model, _ = poisoned
+    rep = create("spectral_signature").inspect(Xp, yp, model=model)
+    assert rep.suspicious and rep.target_class == 0
+    caught = np.intersect1d(rep.flagged, idx)
+    assert len(caught) / len(idx) >= 0.8
+    false_flags = np.setdiff1d(rep.flagged, idx)
+    assert len(false_flags) / (len(y) - len(idx)) < 0.05
+    ev = rep.to_events(create("spectral_signature").set_context(model_id="digits", model_version="2"))
+    assert len(ev) == 1 and ev[0].stage == "precursor" and ev[0].attack == "poisoning"
+    assert ev[0].atlas.techniques == ["AML.T0020"] and ev[0].target.model == "digits"
+    assert ev[0].evidence["target_class"] == 0
+
+
+def test_clean_dataset_not_suspicious(poisoned):
+    X, y, *_, clean_model = poisoned
+    rep = create("spectral_signature").inspect(X, y, model=clean_model)
+    assert not rep.suspicious and len(rep.flagged) == 0
+    assert rep.to_events(create("spectral_signature")) == []
+
+
+def test_deterministic_and_bad_input(poisoned):
+    X, y, Xp, yp, idx, model, _ = poisoned
+    a = create("spectral_signature").inspect(Xp, yp, model=model)
+    b = create("spectral_signature").inspect(Xp, yp, model=model)
+    assert np.array_equal(a.scores, b.scores) and np.array_equal(a.flagged, b.flagged)
+    with pytest.raises(ValueError, match="one label per sample"):
+        create("spectral_signature").inspect(Xp, yp[:-1])
+    bad = Xp.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        create("spectral_signature").inspect(bad, yp)
