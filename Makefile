@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/kizashi catalog
+	$(BIN)/kizashi demo --out $(OUT)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
