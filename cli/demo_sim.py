@@ -279,8 +279,13 @@ def campaign_hopskipjump(api: InferenceAPI, *, start: datetime, n_images: int = 
         warnings.simplefilter("ignore")
         for x in targets:
             try:
+                # ART draws HopSkipJump's starting image from an unseeded RandomState: make the same
+                # draw (uniform images until one is misclassified, through the API) with our seed
+                y0 = int(np.argmax(clf.predict(x[None])))
+                start = next(c for c in (rng.uniform(0, 1, size=(1, N_FEATURES)).astype(np.float32)
+                                         for _ in range(100)) if int(np.argmax(clf.predict(c))) != y0)
                 advs.append(HopSkipJump(clf, targeted=False, max_iter=8, max_eval=60, init_eval=10,
-                                        verbose=False).generate(x[None])[0])
+                                        verbose=False).generate(x[None], x_adv_init=start)[0])
             except Budget:
                 break
     X_adv = np.array(advs)

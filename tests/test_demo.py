@@ -1,0 +1,106 @@
+"""`kizashi demo` end to end: campaigns caught and correlated, benign accounts spared, outputs valid,
+deterministic, and the report renders in a real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from kizashi.cli.demo_cmd import CAMPAIGNS, run_demo
+from stix2validator import validate_string
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    summary = run_demo(out, seed=0, n_benign=40)
+    return out, summary
+
+
+def test_every_campaign_correlated_with_precursor_and_symptom(demo_out):
+    out, summary = demo_out
+    alerts = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
+    events = {json.loads(line)["id"]: json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()}
+    for key in CAMPAIGNS:
+        c = summary["campaigns"][key]
+        assert c["detected"], (key, c)
+        assert c["all_expected_techniques_tagged"], (key, c["techniques_in_alert"])
+        for aid in c["correlated_alert_ids"]:
+            a = next(x for x in alerts if x["id"] == aid)
+            chain = [events[i] for i in a["event_ids"]]
+            assert a["rule"]["type"] == "correlation" and len(chain) >= 2
+            assert {e["stage"] for e in chain} & {"precursor", "symptom"}
+    # the poisoning campaign's chain: training-time finding, then a runtime trigger on the same model
+    c = summary["campaigns"]["C"]
+    a = next(x for x in alerts if x["id"] == c["correlated_alert_ids"][0])
+    stages = [events[i]["stage"] for i in a["event_ids"]]
+    assert stages[0] == "precursor" and "symptom" in stages
+    assert {events[i]["target"]["model"] for i in a["event_ids"]} == {"digits-mlp-retrained"}
+
+
+def test_no_benign_account_in_a_correlated_alert(demo_out):
+    out, summary = demo_out
+    assert summary["benign"]["accounts_in_correlated_alerts"] == []
+    for line in (out / "alerts.jsonl").read_text().splitlines():
+        a = json.loads(line)
+        if a["rule"]["type"] == "correlation":
+            assert not [x for x in a["accounts"] if x.startswith("user-")], a
+
+
+def test_outputs_valid(demo_out, tmp_path):
+    out, summary = demo_out
+    for name in ("events.jsonl", "alerts.jsonl", "stix-bundle.json", "navigator-layer.json", "alerts.cef",
+                 "summary.json", "report.html"):
+        assert (out / name).stat().st_size > 0, name
+    result = validate_string((out / "stix-bundle.json").read_text())
+    assert result.is_valid and not result.errors
+    layer = json.loads((out / "navigator-layer.json").read_text())
+    scored = {t["techniqueID"] for t in layer["techniques"] if "score" in t}
+    assert {"AML.T0024.002", "AML.T0043.001", "AML.T0043.004", "AML.T0015"} <= scored
+    cef = (out / "alerts.cef").read_text().splitlines()
+    assert len(cef) == summary["alerts"] and all(line.startswith("CEF:0|kizashi|") for line in cef)
+    # events.jsonl is ingestible by `kizashi ingest` and raises the same correlations
+    db = f"sqlite:///{tmp_path / 'again.db'}"
+    r = subprocess.run([sys.executable, "-m", "kizashi.cli.main", "ingest", str(out / "events.jsonl"), "--db", db],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["stored"] == summary["events"]
+
+
+def test_deterministic_for_a_seed(demo_out, tmp_path):
+    out, summary = demo_out
+    again = run_demo(tmp_path, seed=0, n_benign=40)
+    for key in ("queries", "events", "alerts", "campaigns", "benign", "events_by_detector", "alerts_by_rule"):
+        assert again[key] == summary[key], key
+    assert (tmp_path / "events.jsonl").read_text() == (out / "events.jsonl").read_text()
+    assert (tmp_path / "alerts.jsonl").read_text() == (out / "alerts.jsonl").read_text()
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("Chromium is needed for the report test (Debian package chromium; .ci/run installs it)")
+    return path
+
+
+def test_report_renders_in_headless_chromium(demo_out, tmp_path):
+    out, summary = demo_out
+    base = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}"]
+    url = (out / "report.html").as_uri()
+    dom = subprocess.run(base + ["--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    for img in ("timeline", "heatmap", "scores"):
+        assert f'id="{img}"' in html
+    assert html.count("data:image/png;base64,") == 3
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # offline
+    assert "campaigns detected: 3" in html
+    shot = tmp_path / "report.png"
+    r = subprocess.run(base + ["--window-size=1280,2400", f"--screenshot={shot}", url],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and shot.stat().st_size > 50_000, r.stderr[-2000:]
