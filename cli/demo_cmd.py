@@ -177,8 +177,10 @@ class DemoRun:
                         dets.append(d)
                         scores.append(s)
                         flags.append(s > d.threshold_)
-                        self.detector_scores[name]["benign"] += (s[~is_attack] / d.threshold_).tolist()
-                        self.detector_scores[name]["attack"] += (s[is_attack] / d.threshold_).tolist()
+                        # margin over the threshold in units of the benign spread (thresholds may be negative)
+                        spread = float(np.std(s[~is_attack])) or 1.0
+                        self.detector_scores[name]["benign"] += ((s[~is_attack] - d.threshold_) / spread).tolist()
+                        self.detector_scores[name]["attack"] += ((s[is_attack] - d.threshold_) / spread).tolist()
                     both = np.logical_and(*flags)
                     for i in np.flatnonzero(both):
                         q = qs[i]

@@ -77,7 +77,7 @@ def timeline_figure(run, events, summary) -> str:
 
 
 def scores_figure(run) -> str:
-    """Score / threshold of each input detector, benign queries vs attack inputs."""
+    """Each input detector's margin over its threshold, benign queries vs attack inputs."""
     import matplotlib.pyplot as plt
 
     names = list(run.detector_scores)
@@ -92,9 +92,9 @@ def scores_figure(run) -> str:
         ax.hist(np.clip(b, lo, hi), bins=bins, alpha=0.6, density=True, color="#3498db", label=f"benign ({len(b)})")
         if len(a):
             ax.hist(np.clip(a, lo, hi), bins=bins, alpha=0.6, density=True, color="#c0392b", label=f"attack ({len(a)})")
-        ax.axvline(1.0, color="black", lw=1, ls="--")
+        ax.axvline(0.0, color="black", lw=1, ls="--")
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("score / threshold", fontsize=8)
+        ax.set_xlabel("(score - threshold) / benign std", fontsize=8)
         ax.legend(fontsize=7)
     fig.suptitle("Detector score distributions (dashed: threshold)", fontsize=10)
     fig.tight_layout()
@@ -136,7 +136,7 @@ th {{ background: #205b8f; color: white; }}
 img {{ max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }}
 .kpi {{ display: inline-block; margin-right: 2em; font-size: 1.1em; }}
 </style></head><body>
-<h1>kizashi 兆し — demo report</h1>
+<h1>kizashi — demo report</h1>
 <p class="sub">Simulated day {html.escape(summary['day'])}, seed {summary['seed']}: {summary['queries']} queries,
 {summary['events']} detection events, {summary['alerts']} alerts ({summary['correlated_alerts']} correlated).
 Attacks are real adversarial-robustness-toolbox attacks on scikit-learn MLPs trained on the bundled digits.</p>
