@@ -184,14 +184,39 @@ def render(fmt: str, alerts, events, ruleset: RuleSet | None = None) -> str:
         elif fmt == "leef":
             from kizashi.connectors.syslog import LeefFormatter as F
         else:
-            from kizashi.connectors.elastic import EcsFormatter as F
+            from kizashi.connectors.http_sinks import EcsFormatter as F
     except ImportError as exc:
         _fail(f"the {fmt} connector is not available in this build: {exc}")
     return F().render(alerts, events)
+
+
+def deliver_cmd(
+    sinks: Annotated[str, typer.Option("--sinks", help="sinks YAML file (secrets as ${ENV_VAR})")],
+    db: DbOption = None,
+    batch_size: Annotated[int, typer.Option(help="alerts per request")] = 100,
+) -> None:
+    """Drain the outbox: send every pending alert to every configured sink (retries with backoff)."""
+    from kizashi.connectors.config import load_sinks
+    from kizashi.connectors.outbox import deliver
+
+    try:
+        configured = load_sinks(sinks)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    store = Store(db or default_db_url())
+    try:
+        report = deliver(store, configured, batch_size=batch_size)
+    finally:
+        for s in configured:
+            s.close()
+    typer.echo(json.dumps(report.to_dict()))
+    if report.failed:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
     app.command("serve")(serve)
     app.command("export")(export)
+    app.command("deliver")(deliver_cmd)
     app.add_typer(alerts_app, name="alerts")

@@ -22,7 +22,10 @@ VENDOR = "kizashi"
 PRODUCT = "kizashi"
 VERSION = "0.1"
 SEVERITY = {"informational": 1, "low": 3, "medium": 5, "high": 8, "critical": 10}
-_CONTROL = {i: None for i in range(32) if i not in (9, 10, 13)}  # drop other C0 controls
+# drop C0 controls but newline and carriage return (escaped per format), DEL and C1 controls (U+0085
+# NEL would split lines in many readers); a tab becomes a space (rsyslog rewrites it as #011)
+_CONTROL = {**{i: None for i in range(32) if i not in (10, 13)}, 9: " ", 0x7F: None,
+            **{i: None for i in range(0x80, 0xA0)}}
 
 
 def cef_header(value: str) -> str:
@@ -97,3 +100,99 @@ class LeefFormatter:
 
     def render(self, alerts: Sequence[Alert], events: Mapping[str, DetectionEvent]) -> str:
         return "".join(self.line(a, events) + "\n" for a in alerts)
+
+
+# -- RFC 5424 and transports ---------------------------------------------------------------------------
+
+SD_ID = "kizashi@32473"  # enterprise number 32473 is reserved for documentation (RFC 5612)
+PRI = {"informational": 6, "low": 5, "medium": 4, "high": 3, "critical": 2}  # syslog severities
+FACILITY = 13  # log audit
+
+
+def sd_value(value: object) -> str:
+    """RFC 5424 PARAM-VALUE: escape ``"``, ``\\`` and ``]``; no control characters."""
+    s = str(value).translate(_CONTROL).replace("\r", " ").replace("\n", " ")
+    return s.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+
+
+class Rfc5424Formatter:
+    """Alerts → RFC 5424 lines with the alert in structured data (``[kizashi@32473 …]``)."""
+
+    name = "rfc5424"
+
+    def __init__(self, hostname: str = "kizashi", app_name: str = "kizashi", inner: str = "cef"):
+        self.hostname, self.app_name = hostname, app_name
+        self.inner = CefFormatter() if inner == "cef" else None
+
+    def line(self, alert: Alert, events: Mapping[str, DetectionEvent]) -> str:
+        pri = FACILITY * 8 + PRI.get(alert.level, 4)
+        ts = alert.created.isoformat().replace("+00:00", "Z")
+        f = alert_fields(alert, events)
+        params = {"alertId": alert.id, "rule": f["cs4"], "level": alert.level, "atlasTechniques": f["cs1"],
+                  "atlasTactics": f["cs2"], "accounts": f["suser"], "models": f["cs5"], "count": f["cnt"]}
+        sd = "[" + SD_ID + "".join(f' {k}="{sd_value(v)}"' for k, v in params.items()) + "]"
+        msg = f["msg"].translate(_CONTROL).replace("\n", " ").replace("\r", " ")
+        return f"<{pri}>1 {ts} {self.hostname} {self.app_name} - ALERT {sd} {msg}"
+
+    def render(self, alerts: Sequence[Alert], events: Mapping[str, DetectionEvent]) -> str:
+        return "".join(self.line(a, events) + "\n" for a in alerts)
+
+
+FORMATTERS = {"cef": CefFormatter, "leef": LeefFormatter, "rfc5424": Rfc5424Formatter}
+
+
+class SyslogSink:
+    """Send one line per alert over UDP, TCP (newline framing, RFC 6587 non-transparent) or TLS.
+
+    CEF and LEEF lines are wrapped in an RFC 5424 header so any syslog receiver parses them."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 514, *, protocol: str = "udp", format: str = "cef",
+                 cafile: str | None = None, verify: bool = True, timeout: float = 5.0, name: str = "syslog"):
+        if protocol not in ("udp", "tcp", "tls"):
+            raise ValueError(f"protocol must be udp, tcp or tls, not {protocol!r}")
+        if format not in FORMATTERS:
+            raise ValueError(f"format must be one of {', '.join(FORMATTERS)}, not {format!r}")
+        self.host, self.port, self.protocol, self.format = host, int(port), protocol, format
+        self.cafile, self.verify, self.timeout, self.name = cafile, verify, timeout, name
+        self.formatter = FORMATTERS[format]()
+
+    def frames(self, alerts: Sequence[Alert], events: Mapping[str, DetectionEvent]) -> list[bytes]:
+        out = []
+        for a in alerts:
+            body = self.formatter.line(a, events)
+            if self.format != "rfc5424":
+                pri = FACILITY * 8 + PRI.get(a.level, 4)
+                ts = a.created.isoformat().replace("+00:00", "Z")
+                body = f"<{pri}>1 {ts} kizashi kizashi - {self.format.upper()} - {body}"
+            out.append(body.encode("utf-8"))
+        return out
+
+    def send(self, alerts: Sequence[Alert], events: Mapping[str, DetectionEvent]) -> None:
+        import socket
+        import ssl
+
+        from .base import DeliveryError
+
+        frames = self.frames(alerts, events)
+        if not frames:
+            return
+        try:
+            if self.protocol == "udp":
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    for f in frames:
+                        s.sendto(f, (self.host, self.port))
+                return
+            raw = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            if self.protocol == "tls":
+                ctx = ssl.create_default_context(cafile=self.cafile)
+                if not self.verify:
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                raw = ctx.wrap_socket(raw, server_hostname=self.host)
+            with raw:
+                raw.sendall(b"".join(f + b"\n" for f in frames))
+        except OSError as exc:
+            raise DeliveryError(f"{self.name}: {self.protocol}://{self.host}:{self.port}: {exc}", retryable=True) from exc
+
+    def close(self) -> None:
+        pass
