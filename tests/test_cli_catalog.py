@@ -29,7 +29,9 @@ def test_catalog_have_input_json():
 def test_catalog_filters_compose():
     code, out, _ = run("catalog", "--stage", "precursor", "--attack", "poisoning", "--format", "json")
     assert code == 0
-    assert sorted(r["ref"] for r in json.loads(out)) == [18, 19, 20, 21, 22, 23]
+    rows = json.loads(out)
+    assert sorted(r["ref"] for r in rows if r["ref"] is not None) == [18, 19, 20, 21, 22, 23]
+    assert all(r["stage"] == "precursor" and r["attack"] == "poisoning" for r in rows)
     code, out, _ = run("catalog", "--technique", "AML.T0043.004", "--format", "json")
     rows = json.loads(out)
     assert [r["ref"] for r in rows if r["in_table1"]] == [34]
