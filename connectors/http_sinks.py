@@ -118,6 +118,9 @@ class ElasticBulkSink:
         auth = (username, password) if username else None
         self.client = httpx.Client(headers=headers, auth=auth, timeout=timeout, verify=verify)
 
+    def __repr__(self) -> str:  # never shows credentials
+        return f"ElasticBulkSink(name={self.name!r}, url={self.url!r}, index={self.index!r})"
+
     def body(self, alerts: Sequence[Alert], events: Mapping[str, DetectionEvent]) -> str:
         lines = []
         for a in alerts:
@@ -196,6 +199,9 @@ class HecSink:
         if self.ack:
             self._wait_ack(int(data["ackId"]))
 
+    def __repr__(self) -> str:  # never shows the token
+        return f"HecSink(name={self.name!r}, url={self.url!r}, ack={self.ack})"
+
     def _wait_ack(self, ack_id: int) -> None:
         deadline = time.monotonic() + self.ack_timeout
         delay = 0.05
@@ -224,6 +230,9 @@ class WebhookSink:
         self.secret = secret
         self.name = name
         self.client = httpx.Client(headers=dict(headers or {}), timeout=timeout, verify=verify)
+
+    def __repr__(self) -> str:  # never shows the secret
+        return f"WebhookSink(name={self.name!r}, url={self.url!r}, signed={self.secret is not None})"
 
     def send(self, alerts: Sequence[Alert], events: Mapping[str, DetectionEvent]) -> None:
         if not alerts:
