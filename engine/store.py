@@ -274,20 +274,27 @@ class Store:
         Returns the alerts that were new."""
         new: list[Alert] = []
         now = datetime.now(UTC)
+        batch = list({a.id: a for a in alerts}.values())
+        if not batch:
+            return new
         with self.engine.begin() as conn:
-            for a in alerts:
-                if conn.execute(select(alerts_table.c.id).where(alerts_table.c.id == a.id)).first():
-                    continue
-                conn.execute(insert(alerts_table).values(
-                    id=a.id, rule_id=a.rule.id, level=a.level, first_seen=a.first_seen, last_seen=a.last_seen,
-                    created=a.created, body=a.to_json()))
-                if a.event_ids:
-                    conn.execute(insert(alert_events_table), [
-                        {"alert_id": a.id, "position": i, "event_id": eid} for i, eid in enumerate(a.event_ids)])
-                if sinks:
-                    conn.execute(insert(outbox_table), [
-                        {"alert_id": a.id, "sink": s, "attempts": 0, "next_try": now} for s in sinks])
-                new.append(a)
+            existing: set[str] = set()
+            ids = [a.id for a in batch]
+            for i in range(0, len(ids), 500):
+                existing.update(conn.execute(select(alerts_table.c.id).where(alerts_table.c.id.in_(ids[i:i + 500])))
+                                .scalars())
+            new = [a for a in batch if a.id not in existing]
+            if not new:
+                return new
+            conn.execute(insert(alerts_table), [
+                {"id": a.id, "rule_id": a.rule.id, "level": a.level, "first_seen": a.first_seen,
+                 "last_seen": a.last_seen, "created": a.created, "body": a.to_json()} for a in new])
+            links = [{"alert_id": a.id, "position": i, "event_id": eid} for a in new for i, eid in enumerate(a.event_ids)]
+            if links:
+                conn.execute(insert(alert_events_table), links)
+            if sinks:
+                conn.execute(insert(outbox_table), [
+                    {"alert_id": a.id, "sink": s, "attempts": 0, "next_try": now} for a in new for s in sinks])
         return new
 
     def get_alert(self, alert_id: str) -> Alert | None:

@@ -1,0 +1,105 @@
+"""Ingest throughput: events/s into the store (SQLite file, and PostgreSQL when KIZASHI_TEST_PG_URL
+is set), store only and store + Sigma pipeline, against a baseline of raw ``executemany`` inserts of
+the same JSON into the same kind of database in the same run. Prints JSON.
+
+    .venv/bin/python bench/ingest.py [--n 20000] [--batch 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from kizashi.engine.events import DetectionEvent
+from kizashi.engine.pipeline import Pipeline
+from kizashi.engine.store import Store
+
+
+def synthetic(n: int, accounts: int = 500) -> list[DetectionEvent]:
+    t0 = datetime(2026, 11, 28, tzinfo=UTC)
+    kinds = [("precursor", "evasion", ["AML.T0043.001"], "stateful_knn"),
+             ("symptom", "evasion", ["AML.T0015"], "feature_squeezing"),
+             ("symptom", "extraction", ["AML.T0024.002"], "prada")]
+    out = []
+    for i in range(n):
+        stage, attack, tech, det = kinds[i % 3]
+        out.append(DetectionEvent.parse({
+            "id": f"bench-{i}", "time": (t0 + timedelta(seconds=i)).isoformat(),
+            "detector": {"id": f"kizashi.{det}", "name": det}, "stage": stage, "attack": attack,
+            "atlas": {"techniques": tech}, "subject": {"account": f"acct-{i % accounts}"},
+            "target": {"model": "digits"}, "score": 1.0 + (i % 7) / 10}))
+    return out
+
+
+def run_store(url: str, events, batch: int, pipeline: bool) -> float:
+    store = Store(url)
+    p = Pipeline(store) if pipeline else None
+    t = time.perf_counter()
+    for i in range(0, len(events), batch):
+        chunk = events[i:i + batch]
+        p.ingest(chunk) if p else store.add_events(chunk)
+    dt = time.perf_counter() - t
+    store.close()
+    return len(events) / dt
+
+
+def baseline_sqlite(path: Path, events, batch: int) -> float:
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE e (id TEXT PRIMARY KEY, body TEXT)")
+    rows = [(e.id, e.to_json()) for e in events]
+    t = time.perf_counter()
+    for i in range(0, len(rows), batch):
+        with con:
+            con.executemany("INSERT INTO e VALUES (?, ?)", rows[i:i + batch])
+    dt = time.perf_counter() - t
+    con.close()
+    return len(events) / dt
+
+
+def fresh_pg(base: str):
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    schema = "bench_" + uuid.uuid4().hex[:8]
+    eng = create_engine(base)
+    with eng.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    return base + ("&" if "?" in base else "?") + f"options=-csearch_path%3D{schema}", eng, schema
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--batch", type=int, default=500)
+    args = ap.parse_args()
+    events = synthetic(args.n)
+    out = {"events": args.n, "batch": args.batch, "results": {}}
+    with tempfile.TemporaryDirectory() as d:
+        out["results"]["sqlite_raw_executemany_baseline"] = round(baseline_sqlite(Path(d) / "raw.db", events, args.batch))
+        out["results"]["sqlite_store"] = round(run_store(f"sqlite:///{d}/s.db", events, args.batch, False))
+        out["results"]["sqlite_store_plus_rules"] = round(run_store(f"sqlite:///{d}/p.db", events, args.batch, True))
+    pg = os.environ.get("KIZASHI_TEST_PG_URL")
+    if pg:
+        from sqlalchemy import text
+
+        for label, pipe in (("postgresql_store", False), ("postgresql_store_plus_rules", True)):
+            url, eng, schema = fresh_pg(pg)
+            out["results"][label] = round(run_store(url, events, args.batch, pipe))
+            with eng.begin() as c:
+                c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    r = out["results"]
+    out["ratio_store_vs_raw_sqlite"] = round(r["sqlite_store"] / r["sqlite_raw_executemany_baseline"], 3)
+    out["unit"] = "events per second"
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
