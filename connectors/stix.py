@@ -32,7 +32,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import stix2
 import yaml
 from kizashi.connectors.alertview import AlertView, is_ipv4, iso_z, views
 from kizashi.connectors.base import DeliveryError
@@ -87,6 +86,7 @@ class StixFormatter:
         self.model_identity = dict(model_identity or {})
         self.include_extension_definition = include_extension_definition
         self.indent = indent
+        self._rule_dates: dict[str, tuple[datetime, datetime]] = {}  # rule id -> (date, modified)
 
     # -- public ------------------------------------------------------------------------------
     def render(self, alerts: Sequence[Alert], events: Mapping[str, DetectionEvent]) -> str:
@@ -217,7 +217,9 @@ class StixFormatter:
         text = self.rule_texts.get(rule_id)
         if not text:
             return None
-        created, modified = rule_dates(rule_id, text)
+        if rule_id not in self._rule_dates:  # parse each rule's YAML once, not once per alert
+            self._rule_dates[rule_id] = rule_dates(rule_id, text)
+        created, modified = self._rule_dates[rule_id]
         return {
             "type": "indicator",
             "spec_version": "2.1",
@@ -305,14 +307,22 @@ def relationship(kind: str, source: str, target: str, created: str) -> dict[str,
     }
 
 
+#: STIX 2.1 section 2.9: the namespace of deterministic SCO ids.
+SCO_NAMESPACE = uuid.UUID("00abedb4-aa42-466c-9c01-fed23315a9b7")
+
+
+def sco(kind: str, **contributing: str) -> dict[str, Any]:
+    """An SCO whose id is uuid5(SCO namespace, canonical JSON of its id-contributing properties)
+    (STIX 2.1 section 2.9; for string-only objects Python's compact sorted JSON is the RFC 8785 form)."""
+    canonical = json.dumps(contributing, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return {"type": kind, "spec_version": "2.1", "id": f"{kind}--{uuid.uuid5(SCO_NAMESPACE, canonical)}",
+            **contributing}
+
+
 def observables(v: AlertView) -> list[dict[str, Any]]:
-    """``user-account`` and IP SCOs; their ids follow STIX's own uuid5 rule (computed by ``stix2``)."""
-    out = []
-    for account in v.alert.accounts:
-        out.append(json.loads(stix2.UserAccount(user_id=account).serialize()))
-    for ip in v.source_ips:
-        sco = stix2.IPv4Address(value=ip) if is_ipv4(ip) else stix2.IPv6Address(value=ip)
-        out.append(json.loads(sco.serialize()))
+    """``user-account`` and ``ipv4-addr``/``ipv6-addr`` SCOs with STIX's deterministic ids."""
+    out = [sco("user-account", user_id=account) for account in v.alert.accounts]
+    out += [sco("ipv4-addr" if is_ipv4(ip) else "ipv6-addr", value=ip) for ip in v.source_ips]
     return out
 
 

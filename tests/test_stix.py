@@ -106,3 +106,14 @@ def test_file_sink_overwrites_its_own_bundle_on_resend(tmp_path):
     assert len(files) == 1
     text = files[0].read_text(encoding="utf-8")
     assert validate_string(text, ValidationOptions(strict=False)).is_valid
+
+
+def test_sco_ids_follow_the_stix_rule_as_the_stix2_library_computes_it():
+    import stix2
+    from _connector_alerts import HOSTILE
+    from kizashi.connectors.stix import sco
+
+    for account in ("acct-7", "x" + HOSTILE + "x", 'q"\\'):
+        assert sco("user-account", user_id=account)["id"] == stix2.UserAccount(user_id=account).id
+    assert sco("ipv4-addr", value="203.0.113.7")["id"] == stix2.IPv4Address(value="203.0.113.7").id
+    assert sco("ipv6-addr", value="2001:db8::42")["id"] == stix2.IPv6Address(value="2001:db8::42").id
