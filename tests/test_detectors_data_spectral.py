@@ -68,3 +68,17 @@ def test_deterministic_and_bad_input(poisoned):
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         create("spectral_signature").inspect(bad, yp)
+
+
+def test_activation_clustering_seeded_and_catches_badnets_cluster(poisoned):
+    X, y, Xp, yp, idx, model, _ = poisoned
+    a = create("activation_clustering").inspect(Xp, yp, model=model)
+    b = create("activation_clustering").inspect(Xp, yp, model=model)
+    assert np.array_equal(a.flagged, b.flagged)  # seeded, unlike ART's ActivationDefence
+    caught = len(np.intersect1d(a.flagged, idx)) / len(idx)
+    assert caught >= 0.7
+    assert a.target_class is not None and a.details["classes_flagged"] >= 1
+    ev = a.to_events(create("activation_clustering"))
+    assert ev and ev[0].evidence["n_flagged"] == len(a.flagged)
+    with pytest.raises(ValueError, match="hidden activations"):
+        create("activation_clustering").inspect(Xp, yp)
