@@ -1,0 +1,153 @@
+"""``kizashi detectors list``, ``kizashi scan-data``, ``kizashi scan-model``: run training-data and model
+detectors in a training pipeline and emit precursor events to a file, stdout or the store."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from kizashi import detectors
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+detectors_app = typer.Typer(help="The detector registry.", no_args_is_help=True)
+
+
+@detectors_app.command("list")
+def detectors_list(format: Annotated[str, typer.Option("--format", help="table | json")] = "table") -> None:
+    """Registered detectors with the catalogue method each implements."""
+    rows = []
+    for name in detectors.available():
+        cls = detectors.get(name)
+        m = cls.catalogue_entry()
+        kind = ("stream" if issubclass(cls, detectors.StreamDetector) else
+                "input" if issubclass(cls, detectors.InputDetector) else "data/model")
+        rows.append({"name": name, "kind": kind, "method": cls.method, "ref": m.ref if m else None,
+                     "stage": m.stage if m else None, "attack": m.attack if m else None,
+                     "atlas": list(m.atlas) if m else []})
+    if format == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        ref = f"[{r['ref']}]" if r["ref"] else "-"
+        typer.echo(f"{r['name']:<22} {r['kind']:<10} {ref:<5} {r['stage'] or '':<10} {r['attack'] or '':<11} {r['method']}")
+
+
+def _load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read {path}: {exc}")
+    if "X" not in data:
+        _fail(f"{path} has no array 'X' (expected arrays X and y)")
+    return data["X"], (data["y"] if "y" in data else None)
+
+
+def _load_model(path: str | None):
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.exists():
+        _fail(f"no such model file: {path}")
+    try:
+        if p.suffix == ".joblib":
+            import joblib
+
+            return joblib.load(p)
+        with open(p, "rb") as fh:  # only load models you trust: pickle runs code
+            return pickle.load(fh)
+    except Exception as exc:  # noqa: BLE001 - any unpickling problem is a bad model file
+        _fail(f"cannot load model {path}: {exc}")
+
+
+def _emit(events, out: str | None, db: str | None) -> None:
+    lines = "".join(e.to_json() + "\n" for e in events)
+    if out:
+        Path(out).write_text(lines, encoding="utf-8")
+    elif not db:
+        sys.stdout.write(lines)
+    if db:
+        from kizashi.engine.pipeline import Pipeline
+        from kizashi.engine.store import Store
+
+        res = Pipeline(Store(db)).ingest(events)
+        typer.echo(json.dumps({"stored": res.stored, "alerts": len(res.alerts)}), err=True)
+
+
+def _detector_names(spec: str) -> list[str]:
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    for n in names:
+        try:
+            detectors.get(n)
+        except KeyError as exc:
+            _fail(str(exc).strip("'\""))
+    return names
+
+
+def scan_data(
+    data: Annotated[str, typer.Argument(help=".npz with arrays X (samples) and y (labels)")],
+    detector: Annotated[str, typer.Option("--detector", help="comma list of data detectors")] = "spectral_signature",
+    model: Annotated[str | None, typer.Option(help="trained scikit-learn model (.pkl/.joblib) for representations")] = None,
+    model_id: Annotated[str | None, typer.Option(help="model id the events refer to")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="JSON-lines output (default stdout)")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="also ingest the events into this store")] = None,
+) -> None:
+    """Inspect a training set for poisoning and backdoor samples before training on it."""
+    names = _detector_names(detector)
+    X, y = _load_npz(data)
+    if y is None:
+        _fail(f"{data} has no array 'y': data detectors need the labels")
+    mdl = _load_model(model)
+    events, summary = [], []
+    for name in names:
+        det = detectors.create(name)
+        if not isinstance(det, detectors.DataDetector):
+            _fail(f"{name} is not a training-data detector")
+        det.set_context(model_id=model_id, endpoint="training-pipeline")
+        try:
+            rep = det.inspect(X, y, model=mdl)
+        except (ValueError, NotImplementedError) as exc:
+            _fail(f"{name}: {exc}")
+        events += rep.to_events(det, dataset=Path(data).name)
+        summary.append({"detector": name, "suspicious": rep.suspicious, "flagged": int(len(rep.flagged)),
+                        "target_class": rep.target_class})
+    typer.echo(json.dumps(summary), err=True)
+    _emit(events, out, db)
+
+
+def scan_model(
+    model: Annotated[str, typer.Argument(help="trained scikit-learn model (.pkl/.joblib)")],
+    clean: Annotated[str, typer.Option("--clean", help=".npz with a few clean samples X (y optional)")],
+    detector: Annotated[str, typer.Option("--detector", help="comma list of model detectors")] = "b3d",
+    model_id: Annotated[str | None, typer.Option(help="model id the events refer to")] = None,
+    out: Annotated[str | None, typer.Option("--out")] = None,
+    db: Annotated[str | None, typer.Option("--db")] = None,
+) -> None:
+    """Inspect a trained (outsourced, downloaded) model for a backdoor."""
+    mdl = _load_model(model)
+    X, _ = _load_npz(clean)
+    events = []
+    for name in _detector_names(detector):
+        det = detectors.create(name)
+        det.set_context(model_id=model_id or Path(model).stem, endpoint="model-registry")
+        try:
+            rep = det.inspect_model(mdl, X)
+        except NotImplementedError as exc:
+            _fail(f"{name}: {exc}")
+        events += rep.to_events(det)
+    _emit(events, out, db)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(detectors_app, name="detectors")
+    app.command("scan-data")(scan_data)
+    app.command("scan-model")(scan_model)

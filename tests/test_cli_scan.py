@@ -1,0 +1,49 @@
+"""`kizashi scan-data`, `scan-model`, `detectors list` on a real BadNets-poisoned digits file."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+from kizashi.cli.main import app
+from kizashi.engine.store import Store
+from test_detectors_data_spectral import badnets, poisoned  # noqa: F401 - fixture
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+def test_detectors_list():
+    r = runner.invoke(app, ["detectors", "list", "--format", "json"])
+    rows = {x["name"]: x for x in json.loads(r.stdout)}
+    assert rows["prada"]["ref"] == 36 and rows["prada"]["kind"] == "stream"
+    assert rows["feature_squeezing"]["kind"] == "input"
+    assert rows["spectral_signature"]["kind"] == "data/model"
+
+
+def test_scan_data_to_file_and_store(poisoned, tmp_path):  # noqa: F811
+    X, y, Xp, yp, idx, model, _ = poisoned
+    np.savez(tmp_path / "train.npz", X=Xp, y=yp)
+    with open(tmp_path / "m.pkl", "wb") as fh:
+        pickle.dump(model, fh)
+    out = tmp_path / "ev.jsonl"
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    r = runner.invoke(app, ["scan-data", str(tmp_path / "train.npz"), "--detector", "spectral_signature",
+                            "--model", str(tmp_path / "m.pkl"), "--model-id", "digits-v2", "--out", str(out),
+                            "--db", db])
+    assert r.exit_code == 0, r.stderr
+    [ev] = [json.loads(x) for x in out.read_text().splitlines()]
+    assert ev["stage"] == "precursor" and ev["target"]["model"] == "digits-v2"
+    assert ev["evidence"]["target_class"] == 0 and ev["evidence"]["dataset"] == "train.npz"
+    assert Store(db).count_events() == 1
+
+
+def test_scan_errors(tmp_path):
+    np.savez(tmp_path / "nolabels.npz", X=np.zeros((5, 4)))
+    r = runner.invoke(app, ["scan-data", str(tmp_path / "nolabels.npz")])
+    assert r.exit_code == 2 and "no array 'y'" in r.stderr
+    r = runner.invoke(app, ["scan-data", str(tmp_path / "nolabels.npz"), "--detector", "nope"])
+    assert r.exit_code == 2 and "unknown detector" in r.stderr
+    r = runner.invoke(app, ["scan-data", str(tmp_path / "missing.npz")])
+    assert r.exit_code == 2 and "cannot read" in r.stderr
