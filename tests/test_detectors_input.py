@@ -69,8 +69,20 @@ def digits(atk):
 
 
 @pytest.fixture(scope="module")
+def lr(digits):
+    from sklearn.linear_model import LogisticRegression
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return LogisticRegression(max_iter=300).fit(digits["X_tr"], digits["y_tr"])
+
+
+@pytest.fixture(scope="module")
 def backdoor(atk, digits):
-    bd, idx = atk.train_backdoored(digits["X_tr"], digits["y_tr"], target=0, fraction=0.1, seed=0)
+    from sklearn.neural_network import MLPClassifier
+
+    bd, idx = atk.train_backdoored(digits["X_tr"], digits["y_tr"], target=0, fraction=0.1, seed=0,
+                                   estimator=MLPClassifier((48,), max_iter=200, random_state=0))
     X_te, y_te = digits["X_te"], digits["y_te"]
     victims = X_te[(y_te != 0) & (bd.predict(X_te) == y_te)]
     trig = atk.add_trigger(victims)
@@ -215,15 +227,12 @@ def test_grosse_batch_two_sample_test(fitted, digits):
         det.test_batch(digits["X_te"][:1])
 
 
-def test_kd_bu_dropout_and_bootstrap(digits):
-    from sklearn.linear_model import LogisticRegression
-
+def test_kd_bu_dropout_and_bootstrap(digits, lr):
     det = detectors.create("kd_bu", n_passes=10).fit(digits["X_fit"], digits["y_fit"], model=digits["mlp"])
     assert det.mode_ == "dropout" and det.combiner_ is None
     assert auroc(det, digits["X_te"], digits["deepfool"]) > 0.8
     bu = det.bayesian_uncertainty(digits["X_te"], det.model_)
     assert np.all(bu >= -1e-12)
-    lr = LogisticRegression(max_iter=1000).fit(digits["X_tr"], digits["y_tr"])
     boot = detectors.create("kd_bu", n_members=4).fit(digits["X_fit"], digits["y_fit"], model=lr)
     assert boot.mode_ == "bootstrap" and len(boot.members_) == 4
     assert np.all(np.isfinite(boot.score(digits["X_te"][:10])))
@@ -231,21 +240,16 @@ def test_kd_bu_dropout_and_bootstrap(digits):
         detectors.create("kd_bu", uncertainty="dropout").fit(digits["X_fit"], model=lr)
 
 
-def test_safetynet_codes_and_linear_model(digits):
-    from sklearn.linear_model import LogisticRegression
-
+def test_safetynet_codes_and_linear_model(digits, lr):
     det = detectors.create("safetynet", n_levels=3).fit(digits["X_fit"], model=digits["mlp"], X_adv=digits["known"])
     codes = det.codes(digits["X_te"][:5])
     assert codes.shape == (5, 48) and codes.min() >= 0 and codes.max() <= 2
-    lr = LogisticRegression(max_iter=1000).fit(digits["X_tr"], digits["y_tr"])
     det_lr = detectors.create("safetynet").fit(digits["X_fit"], model=lr, X_adv=digits["known"])
     assert det_lr.codes(digits["X_te"][:3]).shape == (3, 10)  # logits stand in for hidden layers
 
 
-def test_bimodel_with_given_second_model(digits):
-    from sklearn.linear_model import LogisticRegression
-
-    second = LogisticRegression(max_iter=1000).fit(digits["X_tr"], digits["y_tr"])
+def test_bimodel_with_given_second_model(digits, lr):
+    second = lr
     det = detectors.create("bimodel_mismatch", second_model=second).fit(digits["X_fit"], model=digits["mlp"])
     assert det.second_.estimator is second  # a fitted model is used as it is
     X = digits["X_te"][:20]

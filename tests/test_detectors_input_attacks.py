@@ -34,7 +34,7 @@ def data(atk):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mlp = MLPClassifier((32, 16), max_iter=200, random_state=0).fit(X[:900], y[:900])
-        lr = LogisticRegression(max_iter=1000).fit(X[:900], y[:900])
+        lr = LogisticRegression(max_iter=300).fit(X[:900], y[:900])
     return X, y, mlp, lr
 
 
