@@ -12,6 +12,8 @@ import pytest
 from kizashi.cli.demo_cmd import CAMPAIGNS, run_demo
 from stix2validator import validate_string
 
+pytestmark = pytest.mark.slow  # the module's demo run and its checks take about a minute together
+
 
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory):
