@@ -46,10 +46,15 @@ def ingest(
     rules: RulesOption = None,
     sink: Annotated[list[str] | None, typer.Option("--sink", help="outbox sink names to queue alerts for")] = None,
     batch_size: Annotated[int, typer.Option(help="events per transaction")] = 500,
+    mapping: Annotated[str | None, typer.Option(help="YAML field mapping for third-party JSON/CSV records")] = None,
+    input_format: Annotated[str, typer.Option("--format", help="jsonl | csv (with --mapping)")] = "jsonl",
 ) -> None:
     """Store events (idempotent on id), evaluate the rules, store alerts; bad lines are quarantined."""
     store = Store(db or default_db_url())
     pipe = Pipeline(store, _ruleset(rules), sinks=sink or [])
+    if mapping is not None:
+        _ingest_mapped(pipe, source, mapping, input_format)
+        return
     if source == "-":
         result = pipe.ingest_lines(sys.stdin, source="stdin", batch_size=batch_size)
     else:
@@ -59,6 +64,34 @@ def ingest(
             result = pipe.ingest_lines(fh, source=source, batch_size=batch_size)
     summary = result.summary()
     summary["recovered_alerts"] = len(pipe.recovered_alerts)
+    typer.echo(json.dumps(summary))
+
+
+def _ingest_mapped(pipe: Pipeline, source: str, mapping: str, fmt: str) -> None:
+    from kizashi.connectors.adapters import AdapterError, FieldMapping, read_records
+
+    if fmt not in ("jsonl", "csv"):
+        _fail(f"--format must be jsonl or csv, not {fmt!r}")
+    try:
+        fm = FieldMapping.from_yaml(open(mapping, encoding="utf-8").read())
+    except (OSError, ValueError) as exc:
+        _fail(f"mapping {mapping}: {exc}")
+    if source == "-":
+        text = sys.stdin.read()
+    elif os.path.exists(source):
+        text = open(source, encoding="utf-8", errors="replace").read()
+    else:
+        _fail(f"no such file: {source}")
+    events, quarantined = [], 0
+    for item in fm.convert(read_records(text, fmt)):
+        if isinstance(item, AdapterError):
+            pipe.store.quarantine(item.raw, str(item), source=source)
+            quarantined += 1
+        else:
+            events.append(item)
+    result = pipe.ingest(events)
+    summary = result.summary()
+    summary["quarantined"] += quarantined
     typer.echo(json.dumps(summary))
 
 
