@@ -1,0 +1,63 @@
+"""b3d separates a BadNets-backdoored MLP (ART PoisoningAttackBackdoor) from a clean one on digits."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from kizashi.detectors import create
+from sklearn.datasets import load_digits
+from sklearn.neural_network import MLPClassifier
+
+
+def badnets(X, y, fraction, target=0, seed=0):
+    from art.attacks.poisoning import PoisoningAttackBackdoor
+    from art.attacks.poisoning.perturbations import add_pattern_bd
+
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(np.flatnonzero(y != target), size=int(fraction * len(y)), replace=False))
+    attack = PoisoningAttackBackdoor(lambda x: add_pattern_bd(x.reshape(-1, 8, 8), pixel_value=1.0).reshape(x.shape))
+    Xp, yp = X.copy(), y.copy()
+    Xp[idx], _ = attack.poison(X[idx], y=np.full(len(idx), target), broadcast=True)
+    yp[idx] = target
+    return Xp, yp
+
+
+@pytest.fixture(scope="module")
+def models():
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    X_tr, y_tr, X_clean = X[:1400], y[:1400], X[1400:]
+    Xp, yp = badnets(X_tr, y_tr, 0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        backdoored = MLPClassifier((64,), max_iter=300, random_state=0).fit(Xp, yp)
+        clean = MLPClassifier((64,), max_iter=300, random_state=0).fit(X_tr, y_tr)
+    return backdoored, clean, X_clean
+
+
+def test_backdoored_model_flagged_with_target(models):
+    backdoored, _, X_clean = models
+    det = create("b3d").set_context(model_id="digits")
+    rep = det.inspect_model(backdoored, X_clean)
+    assert rep.suspicious and rep.target_class == 0 and rep.score > rep.threshold
+    ev = rep.to_events(det)
+    assert len(ev) == 1 and ev[0].stage == "precursor" and ev[0].evidence["target_class"] == 0
+
+
+def test_clean_model_not_flagged_and_deterministic(models):
+    backdoored, clean, X_clean = models
+    rep = create("b3d").inspect_model(clean, X_clean)
+    assert not rep.suspicious and rep.target_class is None and rep.score < rep.threshold
+    assert rep.to_events(create("b3d")) == []
+    again = create("b3d").inspect_model(clean, X_clean)
+    np.testing.assert_array_equal(rep.scores, again.scores)
+
+
+def test_bad_input(models):
+    backdoored, _, X_clean = models
+    with pytest.raises(ValueError, match="needs the protected model"):
+        create("b3d").inspect_model(None, X_clean)
+    with pytest.raises(NotImplementedError):
+        create("b3d").inspect(X_clean, np.zeros(len(X_clean)))
