@@ -45,6 +45,12 @@ class SpectralSignature(DataDetector):
             return np.asarray(m.features(X), dtype=np.float64)
         return X
 
+    def _class_scores(self, R: np.ndarray) -> np.ndarray:
+        """Outlier score of each representation of one class: squared top-singular-vector projection."""
+        Rc = R - R.mean(axis=0)
+        _, _, vt = np.linalg.svd(Rc, full_matrices=False)
+        return (Rc @ vt[0]) ** 2
+
     def inspect(self, X: Any, y: Any, *, model: Any = None) -> Report:
         X = check_array(X)
         y = np.asarray(y)
@@ -64,9 +70,7 @@ class SpectralSignature(DataDetector):
             idx = np.flatnonzero(y == label)
             if len(idx) < self.min_class_size:
                 continue
-            Rc = R[idx] - R[idx].mean(axis=0)
-            _, _, vt = np.linalg.svd(Rc, full_matrices=False)
-            s = (Rc @ vt[0]) ** 2
+            s = self._class_scores(R[idx])
             scores[idx] = s
             top = idx[np.argsort(s)[-max(1, int(round(VERDICT_SHARE * len(idx)))):]]
             ratios[int(label)] = float(other[top].mean())
