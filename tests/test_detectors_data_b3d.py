@@ -9,19 +9,7 @@ import pytest
 from kizashi.detectors import create
 from sklearn.datasets import load_digits
 from sklearn.neural_network import MLPClassifier
-
-
-def badnets(X, y, fraction, target=0, seed=0):
-    from art.attacks.poisoning import PoisoningAttackBackdoor
-    from art.attacks.poisoning.perturbations import add_pattern_bd
-
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(np.flatnonzero(y != target), size=int(fraction * len(y)), replace=False))
-    attack = PoisoningAttackBackdoor(lambda x: add_pattern_bd(x.reshape(-1, 8, 8), pixel_value=1.0).reshape(x.shape))
-    Xp, yp = X.copy(), y.copy()
-    Xp[idx], _ = attack.poison(X[idx], y=np.full(len(idx), target), broadcast=True)
-    yp[idx] = target
-    return Xp, yp
+from test_detectors_data_spectral import badnets
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +17,7 @@ def models():
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     X_tr, y_tr, X_clean = X[:1400], y[:1400], X[1400:]
-    Xp, yp = badnets(X_tr, y_tr, 0.05)
+    Xp, yp, _ = badnets(X_tr, y_tr, 0.05)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         backdoored = MLPClassifier((64,), max_iter=300, random_state=0).fit(Xp, yp)
