@@ -13,11 +13,19 @@ class's norm on a *reference* model distilled from the suspect's own labels on t
 (clean inputs never carry the trigger, so the reference learns the clean behaviour only); the
 score is the largest ratio ``reference_norm / suspect_norm``, flagged above ``threshold``.
 
-Simplification: B3D estimates the gradient of that objective from queries alone (natural evolution
-strategies over a Bernoulli mask distribution); for a model whose input gradient is available
-(``SklearnModel.logit_vjp``, scikit-learn MLPs / linear models) this implementation uses the exact
-gradient with Adam instead, which is the paper's white-box variant (B3D-W) optimising the same
-objective. Seeded (the initial mask/pattern and the clean subset) and deterministic.
+Optimiser (``gradient``): ``"nes"`` is the paper's black-box setting -- the gradient of the
+expected objective under a trigger distribution (Bernoulli mask pixels, logistic-normal pattern) is
+estimated from sampled triggers and the model's output probabilities alone, so any model with
+``predict_proba`` can be scanned; ``"exact"`` optimises the same objective with the input gradient
+(as Neural Cleanse does) for models that expose it (``SklearnModel.loss_gradient``: scikit-learn
+MLPs and linear models); ``"auto"`` (default) picks ``"exact"`` when available, else ``"nes"``.
+Measured on BadNets-backdoored (5% target 0, 10% target 3) vs clean 8x8-digit MLPs, 3 training
+seeds each: ``exact`` scores clean models 1.61/1.64/2.03 and backdoored ones 1.94-3.36 with the true
+target ranked first in 5 of 6 (default threshold 2.1); ``nes`` (200 steps, 20 samples) finds larger
+triggers and separates less well -- clean 1.39/1.44/1.64, backdoored 1.53-1.99 with the true target
+first in 4 of 6 (default threshold 1.65) -- at about 4 times the cost. ``threshold=None`` picks the
+default of the optimiser used. Seeded (initial trigger, NES samples, clean subset,
+reference model) and deterministic.
 """
 
 from __future__ import annotations
@@ -34,50 +42,90 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
 
+class _Adam:
+    """Adam (Kingma & Ba 2015) over a list of parameter vectors."""
+
+    def __init__(self, n: int, d: int, lr: float):
+        self.lr = lr
+        self.mom = [np.zeros(d) for _ in range(n)]
+        self.vel = [np.zeros(d) for _ in range(n)]
+
+    def step(self, t: int, params: list[np.ndarray], grads: list[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            self.mom[i] = 0.9 * self.mom[i] + 0.1 * g
+            self.vel[i] = 0.999 * self.vel[i] + 0.001 * g ** 2
+            mh, vh = self.mom[i] / (1 - 0.9 ** t), self.vel[i] / (1 - 0.999 ** t)
+            out.append(p - self.lr * mh / (np.sqrt(vh) + 1e-8))
+        return out
+
+
 @register("b3d")
 class B3D(DataDetector):
     method = "dong2021-b3d"
 
     def __init__(self, lam: float = 0.1, steps: int = 200, lr: float = 0.1, n_samples: int = 100,
-                 threshold: float = 1.75, random_state: int = 0):
+                 threshold: float | None = None, gradient: str = "auto", nes_samples: int = 20, nes_sigma: float = 1.0,
+                 random_state: int = 0):
         self.lam = lam
         self.steps = steps
         self.lr = lr
         self.n_samples = n_samples
         self.threshold = threshold
+        self.gradient = gradient
+        self.nes_samples = nes_samples
+        self.nes_sigma = nes_sigma
         self.random_state = random_state
 
     def _reverse_trigger(self, m: Any, X: np.ndarray, target: int, rng: np.random.Generator) -> tuple[float, float]:
-        """Adam on (mask logits, pattern logits); returns (L1 norm of the mask, attack success)."""
+        """Adam on (mask logits, pattern logits); returns (L1 norm of the mask, attack success).
+
+        ``gradient="nes"``: the gradient of the expected loss under the trigger distribution (mask
+        pixels ~ Bernoulli(sigmoid(a)), pattern = sigmoid(b + sigma * noise)) is estimated from
+        ``nes_samples`` sampled triggers and the model's probabilities only (score-function / NES
+        estimator with a mean baseline). ``gradient="exact"``: the input gradient of the loss.
+        """
         d = X.shape[1]
         a = rng.normal(0.0, 0.1, d) - 2.0  # mask starts small
         b = rng.normal(0.0, 0.1, d)
-        params = [a, b]
-        mom = [np.zeros(d), np.zeros(d)]
-        vel = [np.zeros(d), np.zeros(d)]
+        adam = _Adam(2, d, self.lr)
         y_t = np.full(len(X), target)
         for step in range(1, self.steps + 1):
             mask, pat = _sigmoid(a), _sigmoid(b)
-            Xs = (1 - mask) * X + mask * pat
-            g = m.loss_gradient(Xs, y_t) / len(X)  # d mean CE / d x'
-            g_mask = (g * (pat - X)).sum(axis=0) + self.lam
-            g_pat = (g * mask).sum(axis=0)
-            grads = [g_mask * mask * (1 - mask), g_pat * pat * (1 - pat)]
-            for i in range(2):
-                mom[i] = 0.9 * mom[i] + 0.1 * grads[i]
-                vel[i] = 0.999 * vel[i] + 0.001 * grads[i] ** 2
-                mh, vh = mom[i] / (1 - 0.9 ** step), vel[i] / (1 - 0.999 ** step)
-                params[i] -= self.lr * mh / (np.sqrt(vh) + 1e-8)
+            if not self._exact:
+                g_mask, g_pat = self._nes_gradient(m, X, target, a, b, rng)
+            else:
+                Xs = (1 - mask) * X + mask * pat
+                g = m.loss_gradient(Xs, y_t) / len(X)  # d mean CE / d x'
+                g_mask = (g * (pat - X)).sum(axis=0) * mask * (1 - mask)
+                g_pat = (g * mask).sum(axis=0) * pat * (1 - pat)
+            g_mask = g_mask + self.lam * mask * (1 - mask)  # d (lam * |sigmoid(a)|_1) / d a
+            a, b = adam.step(step, [a, b], [g_mask, g_pat])
         mask, pat = _sigmoid(a), _sigmoid(b)
-        success = float(np.mean(m.predict((1 - mask) * X + mask * pat) == m.classes_[target]))
-        return float(mask.sum()), success
+        pred = np.asarray(m.predict_proba((1 - mask) * X + mask * pat)).argmax(axis=1)
+        return float(mask.sum()), float(np.mean(pred == target))
+
+    def _nes_gradient(self, m: Any, X: np.ndarray, target: int, a: np.ndarray, b: np.ndarray,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Score-function estimate of d E[mean CE(target)] / d (a, b) from output probabilities only."""
+        k, n, d = self.nes_samples, len(X), X.shape[1]
+        theta = _sigmoid(a)
+        masks = (rng.random((k, d)) < theta).astype(np.float64)
+        noise = rng.normal(0.0, 1.0, (k, d))
+        pats = _sigmoid(b + self.nes_sigma * noise)
+        stamped = (1 - masks[:, None, :]) * X[None] + (masks * pats)[:, None, :]
+        p = np.asarray(m.predict_proba(stamped.reshape(k * n, d)), dtype=np.float64)[:, target]
+        loss = -np.log(np.clip(p, 1e-12, 1.0)).reshape(k, n).mean(axis=1)
+        adv = (loss - loss.mean())[:, None]
+        return (adv * (masks - theta)).mean(axis=0), (adv * noise).mean(axis=0) / self.nes_sigma
 
     def _class_norms(self, m: Any, X: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        pred = m.predict(X)
-        norms = np.full(m.n_classes, np.inf)
-        success = np.zeros(m.n_classes)
-        for t in range(m.n_classes):
-            others = X[pred != m.classes_[t]]
+        proba = np.asarray(m.predict_proba(X))
+        pred = proba.argmax(axis=1)
+        norms = np.full(proba.shape[1], np.inf)
+        success = np.zeros(proba.shape[1])
+        for t in range(proba.shape[1]):
+            others = X[pred != t]
             if len(others):
                 norms[t], success[t] = self._reverse_trigger(m, others, t, rng)
         return norms, success
@@ -90,17 +138,24 @@ class B3D(DataDetector):
 
         from .models import as_model
 
-        hidden = tuple(w.shape[1] for w in getattr(m.estimator, "coefs_", [])[:-1]) or (64,)
+        est = getattr(m, "estimator", m)
+        hidden = tuple(w.shape[1] for w in getattr(est, "coefs_", [])[:-1]) or (64,)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ref = MLPClassifier(hidden, max_iter=300, random_state=self.random_state).fit(X, m.predict(X))
+            ref = MLPClassifier(hidden, max_iter=300, random_state=self.random_state)
+            ref.fit(X, np.asarray(m.predict_proba(X)).argmax(axis=1))
         return as_model(ref)
 
     def inspect_model(self, model: Any, X_clean: Any) -> Report:
         X = check_array(X_clean, name="X_clean")
         m = require_model(model, "b3d")
-        if not hasattr(m, "loss_gradient"):
-            raise ValueError("b3d needs a model with input gradients (a scikit-learn MLP or linear model)")
+        if self.gradient not in ("auto", "nes", "exact"):
+            raise ValueError(f"gradient must be 'auto', 'nes' (black-box, probabilities only) or 'exact', "
+                             f"got {self.gradient!r}")
+        if self.gradient == "exact" and not hasattr(m, "loss_gradient"):
+            raise ValueError("b3d gradient='exact' needs a model with input gradients (a scikit-learn MLP or "
+                             "linear model); use gradient='nes' for a black-box model")
+        self._exact = self.gradient == "exact" or (self.gradient == "auto" and hasattr(m, "loss_gradient"))
         rng = np.random.default_rng(self.random_state)
         X_all = X
         if len(X) > self.n_samples:
@@ -111,11 +166,15 @@ class B3D(DataDetector):
         anomaly = ref_norms / norms  # how many times smaller the suspect's trigger is than the reference's
         t = int(np.argmax(anomaly))
         score = float(anomaly[t])
-        suspicious = score > self.threshold
-        target = m.classes_[t].item() if hasattr(m.classes_[t], "item") else m.classes_[t]
+        threshold = self.threshold if self.threshold is not None else (2.1 if self._exact else 1.65)
+        suspicious = score > threshold
+        classes = getattr(m, "classes_", None)
+        target = classes[t] if classes is not None else t
+        target = target.item() if hasattr(target, "item") else target
         return Report(detector=self.name, scores=anomaly, flagged=np.array([0] if suspicious else [], dtype=int),
                       target_class=int(target) if suspicious else None, suspicious=bool(suspicious),
-                      score=score, threshold=float(self.threshold),
+                      score=score, threshold=float(threshold),
                       details={"min_mask_l1": round(float(norms[t]), 3),
                                "reference_mask_l1": round(float(ref_norms[t]), 3),
-                               "trigger_success": round(float(success[t]), 3), "candidate_class": int(target)})
+                               "trigger_success": round(float(success[t]), 3), "candidate_class": int(target),
+                               "optimiser": "exact" if self._exact else "nes"})

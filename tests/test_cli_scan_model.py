@@ -7,9 +7,8 @@ import pickle
 
 import numpy as np
 from kizashi.cli.main import app
+from test_detectors_data_b3d import models  # noqa: F401  (module-scoped fixture)
 from typer.testing import CliRunner
-
-from tests.test_detectors_data_b3d import models  # noqa: F401  (module-scoped fixture)
 
 runner = CliRunner()
 

@@ -49,3 +49,31 @@ def test_bad_input(models):
         create("b3d").inspect_model(None, X_clean)
     with pytest.raises(NotImplementedError):
         create("b3d").inspect(X_clean, np.zeros(len(X_clean)))
+
+
+class BlackBox:
+    """Only what a prediction API returns: class probabilities (no gradients, no weights)."""
+
+    def __init__(self, estimator):
+        self._estimator = estimator
+
+    def predict_proba(self, X):
+        return self._estimator.predict_proba(X)
+
+
+def test_black_box_model_scanned_with_nes(models):
+    _, clean, X_clean = models
+    X, y = load_digits(return_X_y=True)
+    Xp, yp, _ = badnets(X[:1400] / 16.0, y[:1400], 0.10, target=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        backdoored = MLPClassifier((64,), max_iter=300, random_state=0).fit(Xp, yp)
+    rep = create("b3d").inspect_model(BlackBox(backdoored), X_clean)
+    assert rep.details["optimiser"] == "nes" and rep.threshold == 1.65
+    assert rep.suspicious and rep.target_class == 3
+    ok = create("b3d").inspect_model(BlackBox(clean), X_clean)
+    assert ok.details["optimiser"] == "nes" and not ok.suspicious
+    with pytest.raises(ValueError, match="needs a model with input gradients"):
+        create("b3d", gradient="exact").inspect_model(BlackBox(clean), X_clean)
+    with pytest.raises(ValueError, match="gradient must be"):
+        create("b3d", gradient="sgd").inspect_model(clean, X_clean)
