@@ -1,10 +1,23 @@
-"""Training-data poisoning bench: kizashi's data detectors on BadNets-poisoned digits (ART
-``PoisoningAttackBackdoor`` with ``add_pattern_bd``) at several poison rates. Per detector and
-rate: recall and precision of flagged samples, share of clean samples flagged, accuracy regained
-after removing flagged samples (clean test accuracy and backdoor success of a model retrained
-without them), target class found, seconds. Prints JSON.
+"""Training-data poisoning bench on scikit-learn's bundled digits, with adversarial-robustness-toolbox
+poisoning attacks, comparing kizashi's data detectors with ART's own defences in the same run.
 
-    .venv/bin/python bench/poisoning.py [--rates 0.01,0.05,0.1] [--detectors spectral_signature,activation_clustering]
+Scenarios (``--scenarios``):
+
+* ``badnets-pattern`` / ``badnets-pixel``: ART ``PoisoningAttackBackdoor`` with ``add_pattern_bd``
+  (4-pixel corner pattern) or ``add_single_bd`` (one pixel) relabelled to class 0; victim MLP.
+* ``label-flip``: a share of labels flipped to another random class (accuracy degradation); victim MLP.
+* ``svm``: ART ``PoisoningAttackSVM`` (Biggio et al. 2012 gradient ascent on the validation loss)
+  against a linear SVC separating digits 1 and 7; poisons are appended to the training set.
+
+Per scenario, poison rate and detector: recall and precision of flagged samples, share of clean
+samples flagged, the dataset verdict and target class, seconds, and the accuracy regained -- clean
+test accuracy (and for backdoors the trigger's success) of the victim retrained without the flagged
+samples. Detectors that learn from trusted data (``fit``, e.g. ``depois``) get 10% of the clean
+training set, held out from the poisoned one. ``--models`` adds backdoored-vs-clean model scans
+(``b3d``, ``top``). Prints JSON.
+
+    .venv/bin/python bench/poisoning.py [--rates 0.01,0.05,0.1] [--scenarios badnets-pattern,label-flip]
+        [--detectors spectre,art_activation_defence] [--models b3d,top] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -13,21 +26,29 @@ import argparse
 import json
 import time
 import warnings
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+BACKDOOR_TARGET = 0
+ALL_DETECTORS = ("spectre,spectral_signature,activation_clustering,depois,dos_poison,srnn,"
+                 "art_activation_defence,art_spectral_signature")
 
-def badnets(X, y, rate, target=0, seed=0):
-    from art.attacks.poisoning import PoisoningAttackBackdoor
-    from art.attacks.poisoning.perturbations import add_pattern_bd
 
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(np.flatnonzero(y != target), size=max(1, int(rate * len(y))), replace=False))
-    attack = PoisoningAttackBackdoor(lambda x: add_pattern_bd(x.reshape(-1, 8, 8), pixel_value=1.0).reshape(x.shape))
-    Xp, yp = X.copy(), y.copy()
-    Xp[idx], _ = attack.poison(X[idx], y=np.full(len(idx), target), broadcast=True)
-    yp[idx] = target
-    return Xp, yp, idx, attack
+@dataclass
+class Poisoned:
+    """One poisoned training set and how to judge a model trained on it."""
+
+    X: np.ndarray
+    y: np.ndarray
+    idx: np.ndarray  # indices of the poisoned samples in X
+    X_test: np.ndarray
+    y_test: np.ndarray
+    victim: Any  # callable (X, y) -> fitted estimator
+    trigger_test: np.ndarray | None = None  # triggered test inputs of non-target classes (backdoors)
+    target: int | None = None
+    extra: dict = field(default_factory=dict)
 
 
 def train(X, y, seed=0):
@@ -36,6 +57,79 @@ def train(X, y, seed=0):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return MLPClassifier((64,), max_iter=300, random_state=seed).fit(X, y)
+
+
+def train_svc(X, y, seed=0):
+    from sklearn.svm import SVC
+
+    return SVC(kernel="linear", C=1.0, probability=True, random_state=seed).fit(X, y)
+
+
+def _trigger(kind):
+    from art.attacks.poisoning.perturbations import add_pattern_bd, add_single_bd
+
+    fn = add_pattern_bd if kind == "pattern" else add_single_bd
+    return lambda x: fn(x.reshape(-1, 8, 8), pixel_value=1.0).reshape(x.shape)
+
+
+def badnets(X, y, rate, target=BACKDOOR_TARGET, seed=0, kind="pattern"):
+    """BadNets poisoning with ART: ``rate`` of the samples (of other classes) triggered and relabelled."""
+    from art.attacks.poisoning import PoisoningAttackBackdoor
+
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(np.flatnonzero(y != target), size=max(1, int(rate * len(y))), replace=False))
+    attack = PoisoningAttackBackdoor(_trigger(kind))
+    Xp, yp = X.copy(), y.copy()
+    Xp[idx], _ = attack.poison(X[idx], y=np.full(len(idx), target), broadcast=True)
+    yp[idx] = target
+    return Xp, yp, idx, attack
+
+
+def label_flip(X, y, rate, seed=0):
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(y), size=max(1, int(rate * len(y))), replace=False))
+    yp = y.copy()
+    yp[idx] = (y[idx] + rng.integers(1, 10, len(idx))) % 10
+    return X.copy(), yp, idx
+
+
+def svm_poison(X, y, X_te, y_te, rate, seed=0, classes=(1, 7)):
+    """ART PoisoningAttackSVM on a binary linear SVC; poisons (label-flipped starting points pushed up
+    the validation loss) are appended to the training set."""
+    from art.attacks.poisoning import PoisoningAttackSVM
+    from art.estimators.classification.scikitlearn import ScikitlearnSVC
+
+    rng = np.random.default_rng(seed)
+    a, b = classes
+    tr, te = np.isin(y, classes), np.isin(y_te, classes)
+    Xb, yb = X[tr], (y[tr] == b).astype(int)
+    half = len(Xb) // 2  # the attacker's validation set is the second half of the clean binary data
+    Xtr, ytr, Xval, yval = Xb[:half], yb[:half], Xb[half:], yb[half:]
+    n = max(1, int(round(rate * len(Xtr) / (1 - rate))))
+    start = rng.choice(len(Xtr), size=n, replace=False)
+    clf = ScikitlearnSVC(train_svc(Xtr, ytr, seed), clip_values=(0.0, 1.0))
+    attack = PoisoningAttackSVM(clf, step=0.1, eps=1.0, x_train=Xtr, y_train=np.eye(2)[ytr], x_val=Xval,
+                                y_val=np.eye(2)[yval], max_iter=50, verbose=False)
+    y_flip = 1 - ytr[start]
+    Xpois, _ = attack.poison(Xtr[start].copy(), y=np.eye(2)[y_flip])
+    Xp, yp = np.vstack([Xtr, Xpois]), np.concatenate([ytr, y_flip])
+    return Xp, yp, np.arange(len(Xtr), len(Xp)), X_te[te], (y_te[te] == b).astype(int)
+
+
+def make_scenario(name, X_tr, y_tr, X_te, y_te, rate, seed=0) -> Poisoned:
+    if name.startswith("badnets-"):
+        kind = name.split("-", 1)[1]
+        Xp, yp, idx, attack = badnets(X_tr, y_tr, rate, seed=seed, kind=kind)
+        others = X_te[y_te != BACKDOOR_TARGET]
+        trig, _ = attack.poison(others, y=np.full(len(others), BACKDOOR_TARGET), broadcast=True)
+        return Poisoned(Xp, yp, idx, X_te, y_te, train, trigger_test=trig, target=BACKDOOR_TARGET)
+    if name == "label-flip":
+        Xp, yp, idx = label_flip(X_tr, y_tr, rate, seed)
+        return Poisoned(Xp, yp, idx, X_te, y_te, train)
+    if name == "svm":
+        Xp, yp, idx, Xt, yt = svm_poison(X_tr, y_tr, X_te, y_te, rate, seed)
+        return Poisoned(Xp, yp, idx, Xt, yt, train_svc)
+    raise ValueError(f"unknown scenario {name!r}")
 
 
 def _art_classifier(model):
@@ -58,7 +152,8 @@ def art_defence(name, model, Xp, yp, rate):
     """Indices flagged by ART's ActivationDefence or SpectralSignatureDefense on the same data."""
     from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
 
-    clf, Y = _art_classifier(model), np.eye(10)[yp]
+    n_classes = int(yp.max()) + 1
+    clf, Y = _art_classifier(model), np.eye(n_classes)[yp]
     if name == "art_activation_defence":
         _, is_clean = ActivationDefence(clf, Xp, Y).detect_poison(nb_clusters=2, reduce="PCA", nb_dims=10)
     else:
@@ -67,76 +162,116 @@ def art_defence(name, model, Xp, yp, rate):
     return np.flatnonzero(np.asarray(is_clean) == 0)
 
 
-def poison_sim(rate=0.05, seed=0):
-    """Demo helper: BadNets-poisoned digits, a backdoored and a clean MLP, and the best detectors' reports.
+def run_detector(name, sc: Poisoned, model, rate, trusted):
+    """(flagged indices, target class, dataset verdict) of one detector on one poisoned set."""
+    from kizashi.detectors import DataDetector, create
 
-    Returns a dict with ``X, y, poisoned_idx, backdoored_model, clean_model, X_clean`` and reports
-    ``spectre`` (data scan of the poisoned set) and ``b3d_backdoored`` / ``b3d_clean`` (model scans).
-    Takes about 10 s on one core.
-    """
+    if name.startswith("art_"):
+        flagged = art_defence(name, model, sc.X, sc.y, rate)
+        return flagged, None, len(flagged) > 0
+    det = create(name)
+    if type(det).fit is not DataDetector.fit:  # learns from trusted clean data
+        det.fit(*trusted, model=model) if "model" in type(det).fit.__code__.co_varnames else det.fit(*trusted)
+    rep = det.inspect(sc.X, sc.y, model=model)
+    return rep.flagged, rep.target_class, rep.suspicious
+
+
+def evaluate(sc: Poisoned, flagged, seed=0) -> dict:
+    flagged = {int(i) for i in flagged}
+    poisoned = {int(i) for i in sc.idx}
+    keep = np.setdiff1d(np.arange(len(sc.y)), list(flagged))
+    retrained = sc.victim(sc.X[keep], sc.y[keep], seed)
+    out = {"flagged": len(flagged),
+           "recall": round(len(flagged & poisoned) / len(poisoned), 4),
+           "precision": round(len(flagged & poisoned) / max(1, len(flagged)), 4),
+           "clean_flagged_share": round(len(flagged - poisoned) / (len(sc.y) - len(poisoned)), 4),
+           "clean_acc_after_removal": round(float(retrained.score(sc.X_test, sc.y_test)), 4)}
+    if sc.trigger_test is not None:
+        out["backdoor_success_after_removal"] = round(float(np.mean(retrained.predict(sc.trigger_test) == sc.target)), 4)
+    return out
+
+
+def model_scans(names, X_tr, y_tr, X_clean, seeds):
+    """Backdoored (BadNets pattern, 5% -> 0 and 10% -> 3) vs clean MLPs, per training seed."""
     from kizashi.detectors import create
-    from sklearn.datasets import load_digits
 
-    X, y = load_digits(return_X_y=True)
-    X = X / 16.0
-    X_tr, y_tr, X_clean = X[:1400], y[:1400], X[1400:]
-    Xp, yp, idx, _ = badnets(X_tr, y_tr, rate, seed=seed)
-    bd, clean = train(Xp, yp, seed), train(X_tr, y_tr, seed)
-    return {"X": Xp, "y": yp, "poisoned_idx": idx, "backdoored_model": bd, "clean_model": clean, "X_clean": X_clean,
-            "spectre": create("spectre").inspect(Xp, yp, model=bd),
-            "b3d_backdoored": create("b3d").inspect_model(bd, X_clean),
-            "b3d_clean": create("b3d").inspect_model(clean, X_clean)}
+    rows = []
+    for seed in seeds:
+        cases = (("clean", X_tr, y_tr, None),
+                 ("badnets_5pct_target0", *badnets(X_tr, y_tr, 0.05, seed=seed)[:2], 0),
+                 ("badnets_10pct_target3", *badnets(X_tr, y_tr, 0.10, target=3, seed=seed)[:2], 3))
+        for label, Xa, ya, target in cases:
+            model = train(Xa, ya, seed)
+            for name in names:
+                t = time.perf_counter()
+                rep = create(name).inspect_model(model, X_clean)
+                rows.append({"model": label, "seed": seed, "detector": name, "backdoor_target": target,
+                             "suspicious": rep.suspicious, "correct": rep.suspicious == (target is not None),
+                             "target_class": rep.target_class, "score": round(float(rep.score), 3),
+                             "threshold": rep.threshold, "seconds": round(time.perf_counter() - t, 3)})
+    return rows
+
+
+def summarise_models(rows):
+    out = {}
+    for name in sorted({r["detector"] for r in rows}):
+        mine = [r for r in rows if r["detector"] == name]
+        bd = [r for r in mine if r["backdoor_target"] is not None]
+        cl = [r for r in mine if r["backdoor_target"] is None]
+        out[name] = {"backdoored_flagged": f"{sum(r['suspicious'] for r in bd)}/{len(bd)}",
+                     "backdoored_target_right": f"{sum(r['target_class'] == r['backdoor_target'] for r in bd)}/{len(bd)}",
+                     "clean_flagged": f"{sum(r['suspicious'] for r in cl)}/{len(cl)}",
+                     "clean_scores": [r["score"] for r in cl], "backdoored_scores": [r["score"] for r in bd]}
+    return out
 
 
 def main() -> None:
-    from kizashi.detectors import create
+    from kizashi.detectors import available
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--rates", default="0.01,0.05,0.1")
-    ap.add_argument("--detectors", default="spectre,spectral_signature,activation_clustering,art_activation_defence,art_spectral_signature")
+    ap.add_argument("--scenarios", default="badnets-pattern,badnets-pixel,label-flip,svm")
+    ap.add_argument("--detectors", default=ALL_DETECTORS)
+    ap.add_argument("--models", default="b3d,top", help="model detectors for the model scans ('' to skip)")
+    ap.add_argument("--seeds", default="0,1,2", help="training seeds of the scanned models")
     args = ap.parse_args()
+    names = [d for d in args.detectors.split(",") if d.startswith("art_") or d in available()]
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, train_size=0.7, random_state=0, stratify=y)
-    out = {"data": "sklearn load_digits, 70/30 split", "attack": "ART PoisoningAttackBackdoor(add_pattern_bd), target 0",
-           "results": []}
-    for rate in (float(r) for r in args.rates.split(",")):
-        Xp, yp, idx, attack = badnets(X_tr, y_tr, rate)
-        model = train(Xp, yp)
-        trig, _ = attack.poison(X_te[y_te != 0], y=np.zeros((y_te != 0).sum(), int), broadcast=True)
-        base = {"rate": rate, "poisoned": int(len(idx)), "clean_acc_poisoned_model": round(float(model.score(X_te, y_te)), 4),
-                "backdoor_success_poisoned_model": round(float(np.mean(model.predict(trig) == 0)), 4)}
-        for name in args.detectors.split(","):
-            t = time.perf_counter()
-            if name.startswith("art_"):
-                flagged_idx, target = art_defence(name, model, Xp, yp, rate), None
-                suspicious = len(flagged_idx) > 0
-            else:
-                rep = create(name).inspect(Xp, yp, model=model)
-                flagged_idx, target, suspicious = rep.flagged, rep.target_class, rep.suspicious
-            secs = time.perf_counter() - t
-            flagged = set(int(i) for i in flagged_idx)
-            poisoned = set(int(i) for i in idx)
-            keep = np.setdiff1d(np.arange(len(yp)), list(flagged))
-            retrained = train(Xp[keep], yp[keep])
-            out["results"].append({**base, "detector": name, "flagged": len(flagged),
-                                   "recall": round(len(flagged & poisoned) / len(poisoned), 4),
-                                   "precision": round(len(flagged & poisoned) / max(1, len(flagged)), 4),
-                                   "clean_flagged_share": round(len(flagged - poisoned) / (len(yp) - len(poisoned)), 4),
-                                   "target_class": target, "suspicious": suspicious,
-                                   "clean_acc_after_removal": round(float(retrained.score(X_te, y_te)), 4),
-                                   "backdoor_success_after_removal": round(float(np.mean(retrained.predict(trig) == 0)), 4),
-                                   "seconds": round(secs, 3)})
-    clean_model = train(X_tr, y_tr)
-    for label, mdl in (("clean", clean_model), ("backdoored_5pct", train(*badnets(X_tr, y_tr, 0.05)[:2]))):
-        t = time.perf_counter()
-        rep = create("b3d").inspect_model(mdl, X_te)
-        out.setdefault("model_scans", []).append({"model": label, "detector": "b3d", "suspicious": rep.suspicious,
-                                                  "score": round(rep.score, 3), "threshold": rep.threshold,
-                                                  "target_class": rep.target_class,
-                                                  "seconds": round(time.perf_counter() - t, 3)})
+    n_trusted = int(0.1 * len(X_tr))
+    trusted = (X_tr[:n_trusted], y_tr[:n_trusted])
+    X_tr, y_tr = X_tr[n_trusted:], y_tr[n_trusted:]
+    out: dict[str, Any] = {"data": "sklearn load_digits /16, 70/30 stratified split, 10% of train held out as trusted",
+                           "detectors": names, "skipped": sorted(set(args.detectors.split(",")) - set(names)),
+                           "results": []}
+    for scenario in args.scenarios.split(","):
+        for rate in (float(r) for r in args.rates.split(",")):
+            sc = make_scenario(scenario, X_tr, y_tr, X_te, y_te, rate)
+            model = sc.victim(sc.X, sc.y, 0)
+            base = {"scenario": scenario, "rate": rate, "poisoned": int(len(sc.idx)),
+                    "clean_acc_poisoned_model": round(float(model.score(sc.X_test, sc.y_test)), 4),
+                    "clean_acc_clean_model": round(float(sc.victim(np.delete(sc.X, sc.idx, 0),
+                                                                   np.delete(sc.y, sc.idx), 0).score(sc.X_test, sc.y_test)), 4)}
+            if sc.trigger_test is not None:
+                base["backdoor_success_poisoned_model"] = round(float(np.mean(model.predict(sc.trigger_test) == sc.target)), 4)
+            for name in names:
+                if name.startswith("art_") and scenario == "svm":
+                    continue  # ART's activation-based defences need a neural network's activations
+                t = time.perf_counter()
+                flagged, target, suspicious = run_detector(name, sc, model, rate, trusted)
+                secs = time.perf_counter() - t
+                out["results"].append({**base, "detector": name, **evaluate(sc, flagged),
+                                       "suspicious": bool(suspicious), "target_class": target,
+                                       "target_right": (target == sc.target) if sc.target is not None else None,
+                                       "seconds": round(secs, 3)})
+    scanners = [m for m in args.models.split(",") if m and m in available()]
+    if scanners:
+        rows = model_scans(scanners, X_tr, y_tr, X_te, [int(s) for s in args.seeds.split(",")])
+        out["model_scans"] = rows
+        out["model_summary"] = summarise_models(rows)
     print(json.dumps(out, indent=2))
 
 
