@@ -7,17 +7,18 @@ Scenarios (``--scenarios``):
   (4-pixel corner pattern) or ``add_single_bd`` (one pixel) relabelled to class 0; victim MLP.
 * ``label-flip``: a share of labels flipped to another random class (accuracy degradation); victim MLP.
 * ``svm``: ART ``PoisoningAttackSVM`` (Biggio et al. 2012 gradient ascent on the validation loss)
-  against a linear SVC separating digits 1 and 7; poisons are appended to the training set.
+  against a linear SVC separating digits 3 and 8; poisons are appended to the training set.
 
 Per scenario, poison rate and detector: recall and precision of flagged samples, share of clean
 samples flagged, the dataset verdict and target class, seconds, and the accuracy regained -- clean
 test accuracy (and for backdoors the trigger's success) of the victim retrained without the flagged
-samples. Detectors that learn from trusted data (``fit``, e.g. ``depois``) get 10% of the clean
+samples. Detectors that learn from trusted data (``fit``, e.g. ``depois``) get 15% of the clean
 training set, held out from the poisoned one. ``--models`` adds backdoored-vs-clean model scans
 (``b3d``, ``top``). Prints JSON.
 
     .venv/bin/python bench/poisoning.py [--rates 0.01,0.05,0.1] [--scenarios badnets-pattern,label-flip]
         [--detectors spectre,art_activation_defence] [--models b3d,top] [--seeds 0,1,2]
+    .venv/bin/python bench/poisoning.py --render bench/results/poisoning.json   # docs tables
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import argparse
 import json
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,7 @@ class Poisoned:
     victim: Any  # callable (X, y) -> fitted estimator
     trigger_test: np.ndarray | None = None  # triggered test inputs of non-target classes (backdoors)
     target: int | None = None
-    extra: dict = field(default_factory=dict)
+    trusted: tuple[np.ndarray, np.ndarray] | None = None  # clean data a detector may learn from
 
 
 def train(X, y, seed=0):
@@ -62,7 +63,7 @@ def train(X, y, seed=0):
 def train_svc(X, y, seed=0):
     from sklearn.svm import SVC
 
-    return SVC(kernel="linear", C=1.0, probability=True, random_state=seed).fit(X, y)
+    return SVC(kernel="linear", C=1.0, probability=False, random_state=seed).fit(X, y)
 
 
 def _trigger(kind):
@@ -93,7 +94,10 @@ def label_flip(X, y, rate, seed=0):
     return X.copy(), yp, idx
 
 
-def svm_poison(X, y, X_te, y_te, rate, seed=0, classes=(1, 7)):
+SVM_CLASSES = (3, 8)
+
+
+def svm_poison(X, y, X_te, y_te, rate, seed=0, classes=SVM_CLASSES):
     """ART PoisoningAttackSVM on a binary linear SVC; poisons (label-flipped starting points pushed up
     the validation loss) are appended to the training set."""
     from art.attacks.poisoning import PoisoningAttackSVM
@@ -109,26 +113,28 @@ def svm_poison(X, y, X_te, y_te, rate, seed=0, classes=(1, 7)):
     start = rng.choice(len(Xtr), size=n, replace=False)
     clf = ScikitlearnSVC(train_svc(Xtr, ytr, seed), clip_values=(0.0, 1.0))
     attack = PoisoningAttackSVM(clf, step=0.1, eps=1.0, x_train=Xtr, y_train=np.eye(2)[ytr], x_val=Xval,
-                                y_val=np.eye(2)[yval], max_iter=50, verbose=False)
+                                y_val=np.eye(2)[yval], max_iter=10, verbose=False)
     y_flip = 1 - ytr[start]
     Xpois, _ = attack.poison(Xtr[start].copy(), y=np.eye(2)[y_flip])
     Xp, yp = np.vstack([Xtr, Xpois]), np.concatenate([ytr, y_flip])
     return Xp, yp, np.arange(len(Xtr), len(Xp)), X_te[te], (y_te[te] == b).astype(int)
 
 
-def make_scenario(name, X_tr, y_tr, X_te, y_te, rate, seed=0) -> Poisoned:
+def make_scenario(name, X_tr, y_tr, X_te, y_te, rate, trusted, seed=0) -> Poisoned:
     if name.startswith("badnets-"):
         kind = name.split("-", 1)[1]
         Xp, yp, idx, attack = badnets(X_tr, y_tr, rate, seed=seed, kind=kind)
         others = X_te[y_te != BACKDOOR_TARGET]
         trig, _ = attack.poison(others, y=np.full(len(others), BACKDOOR_TARGET), broadcast=True)
-        return Poisoned(Xp, yp, idx, X_te, y_te, train, trigger_test=trig, target=BACKDOOR_TARGET)
+        return Poisoned(Xp, yp, idx, X_te, y_te, train, trigger_test=trig, target=BACKDOOR_TARGET, trusted=trusted)
     if name == "label-flip":
         Xp, yp, idx = label_flip(X_tr, y_tr, rate, seed)
-        return Poisoned(Xp, yp, idx, X_te, y_te, train)
+        return Poisoned(Xp, yp, idx, X_te, y_te, train, trusted=trusted)
     if name == "svm":
         Xp, yp, idx, Xt, yt = svm_poison(X_tr, y_tr, X_te, y_te, rate, seed)
-        return Poisoned(Xp, yp, idx, Xt, yt, train_svc)
+        keep = np.isin(trusted[1], SVM_CLASSES)
+        binary = (trusted[0][keep], (trusted[1][keep] == SVM_CLASSES[1]).astype(int))
+        return Poisoned(Xp, yp, idx, Xt, yt, train_svc, trusted=binary)
     raise ValueError(f"unknown scenario {name!r}")
 
 
@@ -162,7 +168,7 @@ def art_defence(name, model, Xp, yp, rate):
     return np.flatnonzero(np.asarray(is_clean) == 0)
 
 
-def run_detector(name, sc: Poisoned, model, rate, trusted):
+def run_detector(name, sc: Poisoned, model, rate):
     """(flagged indices, target class, dataset verdict) of one detector on one poisoned set."""
     from kizashi.detectors import DataDetector, create
 
@@ -171,7 +177,7 @@ def run_detector(name, sc: Poisoned, model, rate, trusted):
         return flagged, None, len(flagged) > 0
     det = create(name)
     if type(det).fit is not DataDetector.fit:  # learns from trusted clean data
-        det.fit(*trusted, model=model) if "model" in type(det).fit.__code__.co_varnames else det.fit(*trusted)
+        det.fit(*sc.trusted, model=model) if "model" in type(det).fit.__code__.co_varnames else det.fit(*sc.trusted)
     rep = det.inspect(sc.X, sc.y, model=model)
     return rep.flagged, rep.target_class, rep.suspicious
 
@@ -225,6 +231,34 @@ def summarise_models(rows):
     return out
 
 
+def _pct(v):
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def render_markdown(out: dict) -> str:
+    """The docs/detectors.md tables from one bench run."""
+    lines = ["| scenario | rate | detector | recall | precision | clean flagged | verdict | target | "
+             "clean acc. poisoned → after removal | backdoor success poisoned → after | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in out["results"]:
+        target = "—" if r["target_class"] is None else f"{r['target_class']}" + (
+            "" if r["target_right"] is None else (" ✓" if r["target_right"] else " ✗"))
+        bd = (f"{r['backdoor_success_poisoned_model']:.2f} → {r['backdoor_success_after_removal']:.2f}"
+              if "backdoor_success_after_removal" in r else "—")
+        lines.append(f"| {r['scenario']} | {r['rate']:.0%} | `{r['detector']}` | {r['recall']:.2f} | {r['precision']:.2f} | "
+                     f"{_pct(r['clean_flagged_share'])} | {'poisoned' if r['suspicious'] else 'clean'} | {target} | "
+                     f"{r['clean_acc_poisoned_model']:.3f} → {r['clean_acc_after_removal']:.3f} | {bd} | {r['seconds']:.2f} |")
+    if out.get("model_summary"):
+        lines += ["", "| model detector | backdoored flagged | right target | clean flagged | clean scores | "
+                  "backdoored scores | threshold |", "|---|---|---|---|---|---|---|"]
+        for name, m in out["model_summary"].items():
+            thr = next(r["threshold"] for r in out["model_scans"] if r["detector"] == name)
+            lines.append(f"| `{name}` | {m['backdoored_flagged']} | {m['backdoored_target_right']} | {m['clean_flagged']} | "
+                         f"{', '.join(f'{v:.2f}' for v in m['clean_scores'])} | "
+                         f"{', '.join(f'{v:.2f}' for v in m['backdoored_scores'])} | {thr} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     from kizashi.detectors import available
     from sklearn.datasets import load_digits
@@ -236,20 +270,25 @@ def main() -> None:
     ap.add_argument("--detectors", default=ALL_DETECTORS)
     ap.add_argument("--models", default="b3d,top", help="model detectors for the model scans ('' to skip)")
     ap.add_argument("--seeds", default="0,1,2", help="training seeds of the scanned models")
+    ap.add_argument("--render", metavar="RESULTS.json", help="print the markdown tables of a saved run and exit")
     args = ap.parse_args()
+    if args.render:
+        with open(args.render, encoding="utf-8") as fh:
+            print(render_markdown(json.load(fh)))
+        return
     names = [d for d in args.detectors.split(",") if d.startswith("art_") or d in available()]
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, train_size=0.7, random_state=0, stratify=y)
-    n_trusted = int(0.1 * len(X_tr))
+    n_trusted = int(0.15 * len(X_tr))
     trusted = (X_tr[:n_trusted], y_tr[:n_trusted])
     X_tr, y_tr = X_tr[n_trusted:], y_tr[n_trusted:]
-    out: dict[str, Any] = {"data": "sklearn load_digits /16, 70/30 stratified split, 10% of train held out as trusted",
+    out: dict[str, Any] = {"data": "sklearn load_digits /16, 70/30 stratified split, 15% of train held out as trusted",
                            "detectors": names, "skipped": sorted(set(args.detectors.split(",")) - set(names)),
                            "results": []}
     for scenario in args.scenarios.split(","):
         for rate in (float(r) for r in args.rates.split(",")):
-            sc = make_scenario(scenario, X_tr, y_tr, X_te, y_te, rate)
+            sc = make_scenario(scenario, X_tr, y_tr, X_te, y_te, rate, trusted)
             model = sc.victim(sc.X, sc.y, 0)
             base = {"scenario": scenario, "rate": rate, "poisoned": int(len(sc.idx)),
                     "clean_acc_poisoned_model": round(float(model.score(sc.X_test, sc.y_test)), 4),
@@ -261,7 +300,7 @@ def main() -> None:
                 if name.startswith("art_") and scenario == "svm":
                     continue  # ART's activation-based defences need a neural network's activations
                 t = time.perf_counter()
-                flagged, target, suspicious = run_detector(name, sc, model, rate, trusted)
+                flagged, target, suspicious = run_detector(name, sc, model, rate)
                 secs = time.perf_counter() - t
                 out["results"].append({**base, "detector": name, **evaluate(sc, flagged),
                                        "suspicious": bool(suspicious), "target_class": target,
