@@ -43,6 +43,13 @@ _register_all()
 
 
 def main() -> None:  # console-script entry point
+    # kizashi's own models are small (8x8 digits MLPs): multi-threaded BLAS makes them several
+    # times slower, so the CLI runs single-threaded unless KIZASHI_THREADS says otherwise.
+    import os
+
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(os.environ.get("KIZASHI_THREADS", "1")))
     app()
 
 

@@ -6,6 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+from threadpoolctl import threadpool_limits
+
+# The detectors train small MLPs (8x8 digits): multi-threaded BLAS makes them 3-4 times slower on
+# a 2-core machine (thread hand-off costs more than the matrix products), so the suite runs
+# single-threaded, and so do the CLI subprocesses it starts.
+threadpool_limits(1)
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("KIZASHI_SHARED", ROOT.parent / "shared"))
