@@ -289,7 +289,7 @@ def main() -> None:
     out: dict[str, Any] = {"data": "sklearn load_digits /16, 70/30 stratified split, 15% of train held out as trusted",
                            "detectors": names, "skipped": sorted(set(args.detectors.split(",")) - set(names)),
                            "results": []}
-    for scenario in args.scenarios.split(","):
+    for scenario in [s for s in args.scenarios.split(",") if s]:
         for rate in (float(r) for r in args.rates.split(",")):
             sc = make_scenario(scenario, X_tr, y_tr, X_te, y_te, rate, trusted)
             model = sc.victim(sc.X, sc.y, 0)

@@ -98,6 +98,8 @@ def scan_data(
     detector: Annotated[str, typer.Option("--detector", help="comma list of data detectors")] = "spectral_signature",
     model: Annotated[str | None, typer.Option(help="trained scikit-learn model (.pkl/.joblib) for representations")] = None,
     model_id: Annotated[str | None, typer.Option(help="model id the events refer to")] = None,
+    trusted: Annotated[str | None, typer.Option(
+        help=".npz (X, y) of trusted clean data, for detectors that learn from it (depois)")] = None,
     out: Annotated[str | None, typer.Option("--out", help="JSON-lines output (default stdout)")] = None,
     db: Annotated[str | None, typer.Option("--db", help="also ingest the events into this store")] = None,
 ) -> None:
@@ -106,6 +108,9 @@ def scan_data(
     X, y = _load_npz(data)
     if y is None:
         _fail(f"{data} has no array 'y': data detectors need the labels")
+    Xt, yt = _load_npz(trusted) if trusted else (None, None)
+    if trusted and yt is None:
+        _fail(f"{trusted} has no array 'y': trusted data needs its labels")
     mdl = _load_model(model)
     events, summary = [], []
     for name in names:
@@ -113,9 +118,14 @@ def scan_data(
         if not isinstance(det, detectors.DataDetector):
             _fail(f"{name} is not a training-data detector")
         det.set_context(model_id=model_id, endpoint="training-pipeline")
+        learns = type(det).fit is not detectors.DataDetector.fit
+        if learns and Xt is None:
+            _fail(f"{name} learns from trusted clean data: pass --trusted TRUSTED.npz (arrays X, y)")
         try:
+            if learns:
+                det.fit(Xt, yt)
             rep = det.inspect(X, y, model=mdl)
-        except (ValueError, NotImplementedError) as exc:
+        except (ValueError, TypeError, NotImplementedError) as exc:
             _fail(f"{name}: {exc}")
         events += rep.to_events(det, dataset=Path(data).name)
         summary.append({"detector": name, "suspicious": rep.suspicious, "flagged": int(len(rep.flagged)),
@@ -141,7 +151,7 @@ def scan_model(
         det.set_context(model_id=model_id or Path(model).stem, endpoint="model-registry")
         try:
             rep = det.inspect_model(mdl, X)
-        except NotImplementedError as exc:
+        except (ValueError, NotImplementedError) as exc:
             _fail(f"{name}: {exc}")
         events += rep.to_events(det)
     _emit(events, out, db)

@@ -47,3 +47,29 @@ def test_scan_errors(tmp_path):
     assert r.exit_code == 2 and "unknown detector" in r.stderr
     r = runner.invoke(app, ["scan-data", str(tmp_path / "missing.npz")])
     assert r.exit_code == 2 and "cannot read" in r.stderr
+
+
+def test_scan_data_depois_learns_from_trusted_file(tmp_path):
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(X))
+    trusted, rest = order[:270], order[270:]  # 15% trusted, held out from the training set
+    Xp, yp, idx = badnets(X[rest], y[rest], 0.05)
+    np.savez(tmp_path / "train.npz", X=Xp, y=yp)
+    np.savez(tmp_path / "trusted.npz", X=X[trusted], y=y[trusted])
+    r = runner.invoke(app, ["scan-data", str(tmp_path / "train.npz"), "--detector", "depois"])
+    assert r.exit_code == 2 and "--trusted" in r.stderr
+    out = tmp_path / "ev.jsonl"
+    r = runner.invoke(app, ["scan-data", str(tmp_path / "train.npz"), "--detector", "depois,srnn",
+                            "--trusted", str(tmp_path / "trusted.npz"), "--out", str(out)])
+    assert r.exit_code == 0, r.stderr
+    summary = {s["detector"]: s for s in json.loads(r.stderr.strip().splitlines()[-1])}
+    assert summary["depois"]["suspicious"] and summary["depois"]["target_class"] == 0
+    events = [json.loads(x) for x in out.read_text().splitlines()]
+    depois = [e for e in events if e["detector"]["name"] == "depois"]
+    assert len(depois) == 1 and depois[0]["evidence"]["target_class"] == 0
+    caught = set(depois[0]["evidence"]["flagged_indices"]) & {int(i) for i in idx}
+    assert len(caught) >= 0.5 * min(len(idx), 200)
