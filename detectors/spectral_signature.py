@@ -11,7 +11,11 @@ of their ``n_neighbors`` nearest training inputs carrying another label; BadNets
 other digits relabelled to the target). The class where that share is highest, if above
 ``disagreement_threshold``, is reported as the backdoor target and only its top samples are flagged.
 On clean digits the per-class share stays below about 0.3; at 5-10% BadNets poisoning the target
-class reaches 0.5-0.65 (tests/test_detectors_data_spectral.py); at 1% it is not separable. Representations: the model's last hidden layer
+class reaches 0.5-0.65 (tests/test_detectors_data_spectral.py); at 1% it is not separable. When
+about half of a class is poison (10% BadNets poison overall on digits), the fit centres on the
+poisons and the least outlying samples are the label-inconsistent ones. If those are more
+inconsistent than the top-scored samples, that class's score is reversed and
+``details["poison_majority"]`` is set. Representations: the model's last hidden layer
 (``model.features``), else the raw inputs. Deterministic (an SVD, no randomness).
 """
 
@@ -66,14 +70,21 @@ class SpectralSignature(DataDetector):
         other = (y[ind[:, 1:]] != y[:, None]).mean(axis=1)
         scores = np.zeros(len(X))
         ratios: dict[int, float] = {}
+        majority: dict[int, bool] = {}
         for label in np.unique(y):
             idx = np.flatnonzero(y == label)
             if len(idx) < self.min_class_size:
                 continue
             s = self._class_scores(R[idx])
-            scores[idx] = s
-            top = idx[np.argsort(s)[-max(1, int(round(VERDICT_SHARE * len(idx)))):]]
-            ratios[int(label)] = float(other[top].mean())
+            order = np.argsort(s)
+            n_top = max(1, int(round(VERDICT_SHARE * len(idx))))
+            high, low = float(other[idx[order[-n_top:]]].mean()), float(other[idx[order[:n_top]]].mean())
+            # When the poisons are the class's majority (past the breakdown point of the robust
+            # fit), the fit centres on them: the *least* outlying samples are the label-inconsistent
+            # ones, so the score is reversed for this class.
+            majority[int(label)] = low > high and low > self.disagreement_threshold
+            scores[idx] = s.max() - s if majority[int(label)] else s
+            ratios[int(label)] = max(high, low) if majority[int(label)] else high
         target = max(ratios, key=ratios.get) if ratios else None
         ratio = ratios.get(target, 0.0) if target is not None else 0.0
         suspicious = ratio > self.disagreement_threshold
@@ -85,4 +96,5 @@ class SpectralSignature(DataDetector):
         return Report(detector=self.name, scores=scores, flagged=flagged,
                       target_class=int(target) if suspicious else None, suspicious=bool(suspicious),
                       score=ratio, threshold=float(self.disagreement_threshold),
-                      details={"n_samples": int(len(X)), "label_disagreement": round(ratio, 3)})
+                      details={"n_samples": int(len(X)), "label_disagreement": round(ratio, 3),
+                               "poison_majority": bool(suspicious and majority.get(target, False))})

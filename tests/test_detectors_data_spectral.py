@@ -82,3 +82,22 @@ def test_activation_clustering_seeded_and_catches_badnets_cluster(poisoned):
     assert ev and ev[0].evidence["n_flagged"] == len(a.flagged)
     with pytest.raises(ValueError, match="hidden activations"):
         create("activation_clustering").inspect(Xp, yp)
+
+
+def test_poison_majority_of_the_target_class():
+    """10% BadNets on a 1069-sample split makes about half of class 0 poison: at the breakdown
+    point the least outlying samples are the poisons, and the verdict reverses the score for that class."""
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X_tr, _, y_tr, _ = train_test_split(X / 16.0, y, train_size=0.7, random_state=0, stratify=y)
+    X_tr, y_tr = X_tr[188:], y_tr[188:]
+    Xp, yp, idx = badnets(X_tr, y_tr, 0.10)
+    assert np.mean(np.isin(np.flatnonzero(yp == 0), idx)) >= 0.45  # about half of class 0 is poison
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MLPClassifier((64,), max_iter=300, random_state=0).fit(Xp, yp)
+    rep = create("spectral_signature").inspect(Xp, yp, model=model)
+    assert rep.suspicious and rep.target_class == 0 and rep.details["poison_majority"]
+    assert len(np.intersect1d(rep.flagged, idx)) / len(idx) >= 0.4
+    assert len(np.setdiff1d(rep.flagged, idx)) / (len(yp) - len(idx)) < 0.08

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from kizashi.detectors import create
-
-from tests.test_detectors_data_spectral import poisoned  # noqa: F401  (module-scoped fixture)
+from test_detectors_data_spectral import poisoned  # noqa: F401  (module-scoped fixture)
 
 
 def test_spectre_flags_poisons_with_few_false_flags(poisoned):  # noqa: F811
