@@ -98,8 +98,8 @@ class DemoRun:
 
         w = self.world
         events = []
-        with self.step("training-data scan before deployment (spectral_signature)"):
-            scan = create("spectral_signature")
+        with self.step("training-data scan before deployment (spectre)"):
+            scan = create("spectre")
             scan.set_context(model_id=sim.BACKDOORED_MODEL, model_version="2", endpoint="training-pipeline")
             report = scan.inspect(w.X_retrain, w.y_retrain, model=w.models[sim.BACKDOORED_MODEL])
             events += report.to_events(scan, time=sim.DAY + timedelta(minutes=30), dataset="retrain-2026-11-27")
@@ -108,6 +108,15 @@ class DemoRun:
             self.scan_facts = {"flagged": len(flagged), "poisoned": len(poisoned),
                                "recall": len(flagged & poisoned) / max(1, len(poisoned)),
                                "false_flags": len(flagged - poisoned), "target_class": report.target_class}
+        with self.step("model-registry scan of v2 before deployment (b3d)"):
+            b3d = create("b3d")
+            b3d.set_context(model_id=sim.BACKDOORED_MODEL, model_version="2", endpoint="model-registry")
+            model_report = b3d.inspect_model(w.models[sim.BACKDOORED_MODEL], w.X_ref)
+            events += model_report.to_events(b3d, time=sim.DAY + timedelta(minutes=45))
+            self.scan_facts["model_scan"] = {"detector": "b3d", "suspicious": model_report.suspicious,
+                                             "score": round(model_report.score, 3),
+                                             "threshold": model_report.threshold,
+                                             "target_class": model_report.target_class}
         with self.step("query-stream detectors on every query"):
             events += self._stream_events()
         with self.step("input detectors on every query"):

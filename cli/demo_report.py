@@ -156,9 +156,12 @@ of {summary['benign_accounts']}</span></p>
 <h2>Correlated alerts</h2>
 {_table(['last seen', 'level', 'rule', 'accounts', 'models', 'events', 'ATLAS techniques'], alert_rows)}
 <h2>Training-data scan</h2>
-<p>spectral_signature on the retraining set: {run.scan_facts['flagged']} samples flagged,
+<p>spectre on the retraining set: {run.scan_facts['flagged']} samples flagged,
 {run.scan_facts['recall']:.0%} of the {run.scan_facts['poisoned']} poisoned samples caught,
 {run.scan_facts['false_flags']} clean samples flagged, target class {run.scan_facts['target_class']}.</p>
+<p>b3d on the retrained model v2: score {run.scan_facts['model_scan']['score']} against threshold
+{run.scan_facts['model_scan']['threshold']}, {'backdoor suspected' if run.scan_facts['model_scan']['suspicious']
+else 'no backdoor found'}, target class {run.scan_facts['model_scan']['target_class']}.</p>
 <p class="sub">Files: events.jsonl, alerts.jsonl, stix-bundle.json, navigator-layer.json, alerts.cef, summary.json.</p>
 </body></html>
 """

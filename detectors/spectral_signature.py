@@ -55,6 +55,11 @@ class SpectralSignature(DataDetector):
         _, _, vt = np.linalg.svd(Rc, full_matrices=False)
         return (Rc @ vt[0]) ** 2
 
+    def _verdict_views(self, R: np.ndarray) -> list[np.ndarray]:
+        """Further per-class outlier scores whose top samples' label consistency is averaged into the
+        verdict (a second view steadies it when the top samples are few); none by default."""
+        return []
+
     def inspect(self, X: Any, y: Any, *, model: Any = None) -> Report:
         X = check_array(X)
         y = np.asarray(y)
@@ -79,6 +84,8 @@ class SpectralSignature(DataDetector):
             order = np.argsort(s)
             n_top = max(1, int(round(VERDICT_SHARE * len(idx))))
             high, low = float(other[idx[order[-n_top:]]].mean()), float(other[idx[order[:n_top]]].mean())
+            views = [high] + [float(other[idx[np.argsort(v)[-n_top:]]].mean()) for v in self._verdict_views(R[idx])]
+            high = float(np.mean(views))
             # When the poisons are the class's majority (past the breakdown point of the robust
             # fit), the fit centres on them: the *least* outlying samples are the label-inconsistent
             # ones, so the score is reversed for this class.

@@ -41,6 +41,12 @@ def test_every_campaign_correlated_with_precursor_and_symptom(demo_out):
     stages = [events[i]["stage"] for i in a["event_ids"]]
     assert stages[0] == "precursor" and "symptom" in stages
     assert {events[i]["target"]["model"] for i in a["event_ids"]} == {"digits-mlp-retrained"}
+    # both pre-deployment scans found the backdoor: spectre on the data, b3d on the retrained model
+    scan = summary["training_data_scan"]
+    assert scan["recall"] >= 0.9 and scan["target_class"] == 0 and scan["false_flags"] < 0.05 * 808
+    assert scan["model_scan"]["suspicious"] and scan["model_scan"]["target_class"] == 0
+    b3d = [e for e in events.values() if e["detector"]["name"] == "b3d"]
+    assert len(b3d) == 1 and b3d[0]["stage"] == "precursor" and b3d[0]["target"]["model"] == "digits-mlp-retrained"
 
 
 def test_no_benign_account_in_a_correlated_alert(demo_out):
