@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from .base import DataDetector, Report, check_array, register
-from .models import require_model
+from .models import distilled_reference, require_model
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -144,33 +144,8 @@ class B3D(DataDetector):
         return norms, success
 
     def _reference(self, m: Any, X: np.ndarray, seed: int) -> Any:
-        """A backdoor-free stand-in: an MLP distilled from the suspect's labels on the clean inputs.
-
-        Clean inputs that happen to resemble the trigger get the target label from a backdoored
-        suspect and would teach the reference part of the backdoor, so inputs whose suspect label
-        disagrees with the majority label of their ``n_neighbors`` nearest clean inputs are left out.
-        """
-        import warnings
-
-        from sklearn.neighbors import NearestNeighbors
-        from sklearn.neural_network import MLPClassifier
-        from threadpoolctl import threadpool_limits
-
-        from .models import as_model
-
-        labels = np.asarray(m.predict_proba(X)).argmax(axis=1)
-        keep = np.ones(len(X), dtype=bool)
-        if self.n_neighbors and len(X) > self.n_neighbors:
-            idx = NearestNeighbors(n_neighbors=self.n_neighbors + 1).fit(X).kneighbors(X, return_distance=False)
-            votes = labels[idx[:, 1:]]
-            majority = np.array([np.bincount(v, minlength=labels.max() + 1).argmax() for v in votes])
-            keep = majority == labels
-        est = getattr(m, "estimator", m)
-        hidden = tuple(w.shape[1] for w in getattr(est, "coefs_", [])[:-1]) or (64,)
-        with warnings.catch_warnings(), threadpool_limits(1):
-            warnings.simplefilter("ignore")
-            ref = MLPClassifier(hidden, max_iter=300, random_state=seed).fit(X[keep], labels[keep])
-        return as_model(ref)
+        """A backdoor-free stand-in (see :func:`kizashi.detectors.models.distilled_reference`)."""
+        return distilled_reference(m, X, seed=seed, n_neighbors=self.n_neighbors)
 
     def inspect_model(self, model: Any, X_clean: Any) -> Report:
         X = check_array(X_clean, name="X_clean")

@@ -183,6 +183,37 @@ def as_model(model: Any) -> Any:
 # -- helpers shared by the input/output detectors ------------------------------------------------
 
 
+def distilled_reference(model: Any, X: np.ndarray, *, seed: int = 0, n_neighbors: int = 5) -> Any:
+    """A backdoor-free stand-in for ``model``: an MLP distilled from its labels on clean inputs ``X``.
+
+    Clean inputs never carry a trigger, so the reference learns the suspect's clean behaviour only,
+    except for clean inputs that happen to resemble the trigger: a backdoored suspect labels them
+    with the target and would teach the reference part of the backdoor. Inputs whose suspect label
+    disagrees with the majority label of their ``n_neighbors`` nearest clean inputs are therefore
+    left out. Same hidden layers as the suspect when it is an MLP, else (64,); single-threaded BLAS.
+    Used by the model detectors ``b3d`` and ``top``.
+    """
+    import warnings
+
+    from sklearn.neighbors import NearestNeighbors
+    from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_limits
+
+    labels = np.asarray(model.predict_proba(X)).argmax(axis=1)
+    keep = np.ones(len(X), dtype=bool)
+    if n_neighbors and len(X) > n_neighbors:
+        idx = NearestNeighbors(n_neighbors=n_neighbors + 1).fit(X).kneighbors(X, return_distance=False)
+        votes = labels[idx[:, 1:]]
+        majority = np.array([np.bincount(v, minlength=labels.max() + 1).argmax() for v in votes])
+        keep = majority == labels
+    est = getattr(model, "estimator", model)
+    hidden = tuple(w.shape[1] for w in getattr(est, "coefs_", [])[:-1]) or (64,)
+    with warnings.catch_warnings(), threadpool_limits(1):
+        warnings.simplefilter("ignore")
+        ref = MLPClassifier(hidden, max_iter=300, random_state=seed).fit(X[keep], labels[keep])
+    return as_model(ref)
+
+
 def require_model(model: Any, who: str) -> Any:
     """``model`` adapted by :func:`as_model`, or ``ValueError`` saying ``who`` needs one."""
     if model is None:
