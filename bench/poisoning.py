@@ -170,14 +170,14 @@ def art_defence(name, model, Xp, yp, rate):
 
 def run_detector(name, sc: Poisoned, model, rate):
     """(flagged indices, target class, dataset verdict) of one detector on one poisoned set."""
-    from kizashi.detectors import DataDetector, create
+    from kizashi.detectors import create
 
     if name.startswith("art_"):
         flagged = art_defence(name, model, sc.X, sc.y, rate)
         return flagged, None, len(flagged) > 0
     det = create(name)
-    if type(det).fit is not DataDetector.fit:  # learns from trusted clean data
-        det.fit(*sc.trusted, model=model) if "model" in type(det).fit.__code__.co_varnames else det.fit(*sc.trusted)
+    if det.learns_from_trusted_data():
+        det.fit(*sc.trusted, model=model)
     rep = det.inspect(sc.X, sc.y, model=model)
     return rep.flagged, rep.target_class, rep.suspicious
 

@@ -118,12 +118,12 @@ def scan_data(
         if not isinstance(det, detectors.DataDetector):
             _fail(f"{name} is not a training-data detector")
         det.set_context(model_id=model_id, endpoint="training-pipeline")
-        learns = type(det).fit is not detectors.DataDetector.fit
+        learns = det.learns_from_trusted_data()
         if learns and Xt is None:
             _fail(f"{name} learns from trusted clean data: pass --trusted TRUSTED.npz (arrays X, y)")
         try:
             if learns:
-                det.fit(Xt, yt)
+                det.fit(Xt, yt, model=mdl)
             rep = det.inspect(X, y, model=mdl)
         except (ValueError, TypeError, NotImplementedError) as exc:
             _fail(f"{name}: {exc}")

@@ -143,10 +143,6 @@ class B3D(DataDetector):
                 norms[t], success[t] = self._reverse_trigger(m, others, t, rng)
         return norms, success
 
-    def _reference(self, m: Any, X: np.ndarray, seed: int) -> Any:
-        """A backdoor-free stand-in (see :func:`kizashi.detectors.models.distilled_reference`)."""
-        return distilled_reference(m, X, seed=seed, n_neighbors=self.n_neighbors)
-
     def inspect_model(self, model: Any, X_clean: Any) -> Report:
         X = check_array(X_clean, name="X_clean")
         m = require_model(model, "b3d")
@@ -163,7 +159,8 @@ class B3D(DataDetector):
         if len(X) > self.n_samples:
             X = X[np.sort(rng.choice(len(X), self.n_samples, replace=False))]
         norms, success = self._class_norms(m, X, rng)
-        ref_norms = np.median([self._class_norms(self._reference(m, X_all, self.random_state + k), X,
+        ref_norms = np.median([self._class_norms(distilled_reference(m, X_all, seed=self.random_state + k,
+                                                                      n_neighbors=self.n_neighbors), X,
                                                  np.random.default_rng(self.random_state + k))[0]
                                for k in range(max(1, self.n_references))], axis=0)
         anomaly = ref_norms / norms  # how many times smaller the suspect's trigger is than the reference's

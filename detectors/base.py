@@ -460,6 +460,11 @@ class Report:
 class DataDetector(Detector):
     """Inspects a training set (``inspect``) or a trained model (``inspect_model``) before deployment."""
 
+    @classmethod
+    def learns_from_trusted_data(cls) -> bool:
+        """Whether ``fit(X_trusted, y_trusted)`` must come before ``inspect`` (e.g. ``depois``)."""
+        return cls.fit is not DataDetector.fit
+
     def fit(self, X: Any = None, y: Any = None, *, model: Any = None) -> DataDetector:
         """Most data detectors need no separate fit; those that learn from trusted data override."""
         self.threshold_ = getattr(self, "threshold_", None)

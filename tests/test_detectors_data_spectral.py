@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,18 +12,13 @@ from kizashi.detectors import create
 from sklearn.datasets import load_digits
 from sklearn.neural_network import MLPClassifier
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import poisoning  # noqa: E402
+
 
 def badnets(X, y, fraction, target=0, seed=0):
-    from art.attacks.poisoning import PoisoningAttackBackdoor
-    from art.attacks.poisoning.perturbations import add_pattern_bd
-
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(np.flatnonzero(y != target), size=int(fraction * len(y)), replace=False))
-    attack = PoisoningAttackBackdoor(lambda x: add_pattern_bd(x.reshape(-1, 8, 8), pixel_value=1.0).reshape(x.shape))
-    Xp, yp = X.copy(), y.copy()
-    Xp[idx], _ = attack.poison(X[idx], y=np.full(len(idx), target), broadcast=True)
-    yp[idx] = target
-    return Xp, yp, idx
+    """The bench's BadNets poisoning (ART PoisoningAttackBackdoor, 4-pixel pattern): (X, y, poisoned indices)."""
+    return poisoning.badnets(X, y, fraction, target=target, seed=seed)[:3]
 
 
 @pytest.fixture(scope="module")
