@@ -11,7 +11,6 @@ quarantine of rejected input. SQLite file by default (WAL), PostgreSQL by URL
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -417,6 +416,3 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
-
-def dumps_json(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, default=str)

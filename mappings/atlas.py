@@ -41,10 +41,6 @@ class AtlasTechnique:
     tactics: tuple[str, ...]
     parent: str | None = None
 
-    @property
-    def is_subtechnique(self) -> bool:
-        return self.parent is not None
-
 
 @dataclass(slots=True)
 class AtlasCatalog:

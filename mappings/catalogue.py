@@ -122,11 +122,6 @@ class Catalogue:
                 return m
         raise KeyError(f"no catalogue method for seed reference [{ref}]")
 
-    def by_detector(self, name: str) -> Method | None:
-        for m in self.methods:
-            if m.implemented_by == name:
-                return m
-        return None
 
     def select(
         self,
