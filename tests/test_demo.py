@@ -90,7 +90,7 @@ def test_deterministic_for_a_seed(demo_out, tmp_path):
 def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
-        pytest.fail("Chromium is needed for the report test (Debian package chromium; .ci/run installs it)")
+        pytest.fail("Chromium is needed for the report test (Debian package chromium; scripts/provision.sh installs it)")
     return path
 
 

@@ -1,9 +1,8 @@
-"""Event store and ingest pipeline on real SQLite and (in CI) real PostgreSQL."""
+"""Event store and ingest pipeline on real SQLite and real PostgreSQL (a throwaway server, tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -34,21 +33,12 @@ def campaign(prefix="", account="acct-a"):
     ]
 
 
-def pg_url():
-    url = os.environ.get("KIZASHI_TEST_PG_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide PostgreSQL: KIZASHI_TEST_PG_URL is not set (see .ci/run)")
-        pytest.skip("KIZASHI_TEST_PG_URL not set (start PostgreSQL as .ci/run does)")
-    return url
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request, tmp_path):
     if request.param == "sqlite":
         s = Store(f"sqlite:///{tmp_path / 'k.db'}")
     else:
-        base = pg_url()
+        base = request.getfixturevalue("postgresql_url")  # throwaway server (conftest.py)
         schema = "t" + uuid.uuid4().hex[:10]
         from sqlalchemy import create_engine
         eng = create_engine(base)

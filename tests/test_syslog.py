@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
 import subprocess
@@ -21,10 +20,8 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
 
 
 @pytest.fixture(scope="module")
-def rsyslog(tmp_path_factory):
-    exe = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
-    if not shutil.which(exe):
-        pytest.fail("rsyslogd is needed (Debian package rsyslog; .ci/run installs it)")
+def rsyslog(tmp_path_factory, rsyslogd_path):
+    exe = rsyslogd_path
     d = tmp_path_factory.mktemp("rsyslog")
     udp, tcp = free_port(socket.SOCK_DGRAM), free_port()
     out = d / "received.log"

@@ -4,7 +4,6 @@ with a self-signed certificate made here with ``cryptography``; hostile values a
 from __future__ import annotations
 
 import ipaddress
-import shutil
 import socket
 import subprocess
 import time
@@ -48,12 +47,10 @@ def _port() -> int:
 
 
 @pytest.fixture(scope="module")
-def rsyslog_tls(tmp_path_factory):
-    exe = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
-    if not Path(exe).exists():
-        pytest.fail("rsyslogd is needed (Debian package rsyslog; .ci/run installs it)")
+def rsyslog_tls(tmp_path_factory, rsyslogd_path):
+    exe = rsyslogd_path
     if not any(p.exists() for p in GTLS):
-        pytest.fail("rsyslog's TLS driver is needed (Debian package rsyslog-gnutls; .ci/run installs it)")
+        pytest.fail("rsyslog's TLS driver is needed (Debian package rsyslog-gnutls; scripts/provision.sh installs it)")
     d = tmp_path_factory.mktemp("rsyslog-tls")
     cert, key = _cert(d)
     port = _port()
