@@ -2,8 +2,9 @@
 tactics and techniques with names from the shipped ATLAS data, accounts, source addresses, models.
 
 Formatters read an :class:`AlertView` instead of walking alerts and events themselves, so that every
-format names the same things the same way. Names are looked up by ID in :func:`kizashi.mappings.load_atlas`
-(never hard-coded).
+format names the same things the same way: titles, severities per receiver, ATLAS names and URLs,
+times (:func:`iso_z`, :func:`epoch_ms`). Names are looked up by ID in
+:func:`kizashi.mappings.load_atlas` (never hard-coded).
 """
 
 from __future__ import annotations
@@ -12,28 +13,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import ip_address
-from typing import Any
 
 from kizashi.engine.events import Alert, DetectionEvent
-from kizashi.mappings import load_atlas
-
-#: Alert level -> 0..10 severity, as CEF, LEEF and ECS ``event.severity`` expect.
-SEVERITY_NUMBER: dict[str, int] = {"informational": 1, "low": 3, "medium": 5, "high": 8, "critical": 10}
+from kizashi.mappings import AtlasCatalog, load_atlas
 
 ATLAS_URL = "https://atlas.mitre.org"
 
 
 @dataclass(frozen=True, slots=True)
-class TechniqueInfo:
-    id: str
-    name: str  # display name, "Parent: Child" for sub-techniques
-    short_name: str
-    parent: str | None
-    tactics: tuple[str, ...]
+class Severity:
+    """An alert level as each receiver numbers it."""
 
-    @property
-    def url(self) -> str:
-        return f"{ATLAS_URL}/techniques/{self.id}"
+    number: int  # 0..10: CEF ``Severity``, LEEF ``sev``
+    syslog: int  # RFC 5424 severity (2 critical .. 6 informational)
+    score: int  # 0..100: ECS ``event.severity`` (risk-score style)
+
+
+SEVERITY: dict[str, Severity] = {
+    "informational": Severity(1, 6, 1),
+    "low": Severity(3, 5, 21),
+    "medium": Severity(5, 4, 47),
+    "high": Severity(8, 3, 73),
+    "critical": Severity(10, 2, 99),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,32 @@ class TacticInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class TechniqueInfo:
+    id: str
+    name: str  # display name, "Parent: Child" for sub-techniques
+    short_name: str
+    parent: str | None
+    tactics: tuple[TacticInfo, ...]
+
+    @property
+    def url(self) -> str:
+        return f"{ATLAS_URL}/techniques/{self.id}"
+
+
+def technique_info(technique_id: str, atlas: AtlasCatalog | None = None) -> TechniqueInfo:
+    """An ATLAS technique (retired IDs resolved) with its names and tactics; ``KeyError`` if unknown."""
+    atlas = atlas or load_atlas()
+    t = atlas.technique(technique_id)
+    return TechniqueInfo(t.id, atlas.display_name(t.id), t.name, t.parent,
+                         tuple(tactic_info(x, atlas) for x in t.tactics))
+
+
+def tactic_info(tactic_id: str, atlas: AtlasCatalog | None = None) -> TacticInfo:
+    t = (atlas or load_atlas()).tactic(tactic_id)
+    return TacticInfo(t.id, t.name, t.shortname)
+
+
+@dataclass(frozen=True, slots=True)
 class AlertView:
     """An alert with its chain resolved and its ATLAS IDs named."""
 
@@ -56,7 +84,8 @@ class AlertView:
     missing_event_ids: tuple[str, ...]
     techniques: tuple[TechniqueInfo, ...]
     tactics: tuple[TacticInfo, ...]
-    source_ips: tuple[str, ...]
+    unknown_atlas_ids: tuple[str, ...]  # not in the loaded ATLAS data: carried as IDs, not named
+    source_ips: tuple[str, ...]  # in chain order
     sessions: tuple[str, ...]
     endpoints: tuple[str, ...]
     detectors: tuple[str, ...]
@@ -68,8 +97,13 @@ class AlertView:
         return r.title or r.name or r.id
 
     @property
-    def severity_number(self) -> int:
-        return SEVERITY_NUMBER[self.alert.level]
+    def rule_name(self) -> str:
+        r = self.alert.rule
+        return r.name or r.id
+
+    @property
+    def severity(self) -> Severity:
+        return SEVERITY[self.alert.level]
 
     def summary(self) -> str:
         """One human sentence: what fired, on what, by whom, which ATLAS techniques."""
@@ -88,28 +122,37 @@ class AlertView:
         return "; ".join(parts)
 
 
-def view(alert: Alert, events: Mapping[str, DetectionEvent]) -> AlertView:
-    """Resolve ``alert``'s chain in ``events`` (missing ids are recorded, not fatal: the alert itself
-    carries the unions) and name its ATLAS tactics and techniques."""
-    atlas = load_atlas()
+def view(alert: Alert, events: Mapping[str, DetectionEvent], atlas: AtlasCatalog | None = None) -> AlertView:
+    """Resolve ``alert``'s chain in ``events`` and name its ATLAS tactics and techniques. Missing
+    events and IDs unknown to the loaded ATLAS data are recorded, not fatal (the alert itself carries
+    the unions), so one odd alert never blocks a delivery batch. ``atlas`` defaults to
+    :func:`kizashi.mappings.load_atlas`."""
+    atlas = atlas or load_atlas()
     chain = tuple(events[i] for i in alert.event_ids if i in events)
     missing = tuple(i for i in alert.event_ids if i not in events)
-    techniques = []
+    techniques: dict[str, TechniqueInfo] = {}
+    unknown = []
     for tid in alert.atlas.techniques:
-        t = atlas.technique(tid)
-        techniques.append(TechniqueInfo(t.id, atlas.display_name(t.id), t.name, t.parent, t.tactics))
-    tactics = tuple(
-        TacticInfo(t.id, t.name, t.shortname) for t in (atlas.tactic(x) for x in alert.atlas.tactics)
-    )
-    ips = _unique(e.subject.source_ip for e in chain)
+        if atlas.has_technique(tid):
+            t = technique_info(tid, atlas)
+            techniques.setdefault(t.id, t)
+        else:
+            unknown.append(tid)
+    tactics = []
+    for x in alert.atlas.tactics:
+        if atlas.has_tactic(x):
+            tactics.append(tactic_info(x, atlas))
+        else:
+            unknown.append(x)
     scores = [e.score for e in chain]
     return AlertView(
         alert=alert,
         events=chain,
         missing_event_ids=missing,
-        techniques=tuple(techniques),
-        tactics=tactics,
-        source_ips=ips,
+        techniques=tuple(techniques.values()),
+        tactics=tuple(tactics),
+        unknown_atlas_ids=tuple(unknown),
+        source_ips=_unique(e.subject.source_ip for e in chain),
         sessions=_unique(e.subject.session for e in chain),
         endpoints=_unique(e.target.endpoint for e in chain),
         detectors=_unique(e.detector.name for e in chain),
@@ -117,8 +160,9 @@ def view(alert: Alert, events: Mapping[str, DetectionEvent]) -> AlertView:
     )
 
 
-def views(alerts: Sequence[Alert], events: Mapping[str, DetectionEvent]) -> list[AlertView]:
-    return [view(a, events) for a in alerts]
+def views(alerts: Sequence[Alert], events: Mapping[str, DetectionEvent],
+          atlas: AtlasCatalog | None = None) -> list[AlertView]:
+    return [view(a, events, atlas) for a in alerts]
 
 
 def _unique(values) -> tuple[str, ...]:
@@ -136,36 +180,3 @@ def epoch_ms(t: datetime) -> int:
 def iso_z(t: datetime) -> str:
     """RFC 3339 UTC with millisecond precision and ``Z`` (what STIX and ECS expect)."""
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
-
-
-def alert_document(v: AlertView) -> dict[str, Any]:
-    """The alert as a JSON document for HTTP receivers (HEC, webhook): the alert itself, ATLAS names
-    and a compact view of each event of its chain (evidence included; it is size-limited)."""
-    doc = v.alert.to_dict()
-    doc["title"] = v.title
-    doc["atlas"] = {
-        "tactics": [{"id": t.id, "name": t.name, "shortname": t.shortname} for t in v.tactics],
-        "techniques": [{"id": t.id, "name": t.name, "parent": t.parent} for t in v.techniques],
-    }
-    doc["source_ips"] = list(v.source_ips)
-    doc["events"] = [
-        {
-            "id": e.id,
-            "time": iso_z(e.time),
-            "detector": e.detector.name,
-            "stage": e.stage,
-            "attack": e.attack,
-            "account": e.subject.account,
-            "source_ip": e.subject.source_ip,
-            "session": e.subject.session,
-            "model": e.target.model,
-            "score": e.score,
-            "threshold": e.threshold,
-            "severity": e.severity,
-            "evidence": e.evidence,
-        }
-        for e in v.events
-    ]
-    if v.missing_event_ids:
-        doc["missing_event_ids"] = list(v.missing_event_ids)
-    return doc

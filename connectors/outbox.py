@@ -42,16 +42,19 @@ class DeliveryReport:
 
 def deliver(store: Store, sinks: list[Sink], *, batch_size: int = 100, backoff: Backoff | None = None,
             max_batches: int = 1000) -> DeliveryReport:
-    """One pass over the outbox: every due row of every sink, in batches."""
+    """One pass over the outbox: every due row of every sink, in batches; each batch lists its alerts
+    in the store's order (first seen, id), so what a sink writes does not depend on when rows were
+    queued."""
     backoff = backoff or Backoff()
     report = DeliveryReport()
     for sink in sinks:
-        store.enqueue(store.alert_ids(), sink.name)  # alerts raised before this sink was configured
+        store.enqueue(sorted(store.alert_ids()), sink.name)  # alerts raised before this sink was configured
         for _ in range(max_batches):
             items = store.pending(sink.name, limit=batch_size)
             if not items:
                 break
-            alerts = [a for a in (store.get_alert(i.alert_id) for i in items) if a is not None]
+            alerts = sorted((a for a in (store.get_alert(i.alert_id) for i in items) if a is not None),
+                            key=lambda a: (a.first_seen, a.id))
             events = store.get_events(eid for a in alerts for eid in a.event_ids)
             try:
                 sink.send(alerts, events)

@@ -11,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from kizashi.connectors.base import DeliveryError
 from kizashi.connectors.config import load_sinks
-from kizashi.connectors.http_sinks import ElasticBulkSink, HecSink
+from kizashi.connectors.elastic import ElasticBulkSink
 from kizashi.connectors.outbox import Backoff, deliver
+from kizashi.connectors.splunk_hec import HecSink
 from kizashi.engine.pipeline import Pipeline
 from kizashi.engine.store import Store
 from test_store import campaign
