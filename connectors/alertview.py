@@ -84,7 +84,6 @@ class AlertView:
     missing_event_ids: tuple[str, ...]
     techniques: tuple[TechniqueInfo, ...]
     tactics: tuple[TacticInfo, ...]
-    unknown_atlas_ids: tuple[str, ...]  # not in the loaded ATLAS data: carried as IDs, not named
     source_ips: tuple[str, ...]  # in chain order
     sessions: tuple[str, ...]
     endpoints: tuple[str, ...]
@@ -123,35 +122,18 @@ class AlertView:
 
 
 def view(alert: Alert, events: Mapping[str, DetectionEvent], atlas: AtlasCatalog | None = None) -> AlertView:
-    """Resolve ``alert``'s chain in ``events`` and name its ATLAS tactics and techniques. Missing
-    events and IDs unknown to the loaded ATLAS data are recorded, not fatal (the alert itself carries
-    the unions), so one odd alert never blocks a delivery batch. ``atlas`` defaults to
-    :func:`kizashi.mappings.load_atlas`."""
+    """Resolve ``alert``'s chain in ``events`` (missing ids are recorded, not fatal: the alert itself
+    carries the unions) and name its ATLAS tactics and techniques (``atlas`` defaults to
+    :func:`kizashi.mappings.load_atlas`; the alert's IDs were checked against it when parsed)."""
     atlas = atlas or load_atlas()
     chain = tuple(events[i] for i in alert.event_ids if i in events)
-    missing = tuple(i for i in alert.event_ids if i not in events)
-    techniques: dict[str, TechniqueInfo] = {}
-    unknown = []
-    for tid in alert.atlas.techniques:
-        if atlas.has_technique(tid):
-            t = technique_info(tid, atlas)
-            techniques.setdefault(t.id, t)
-        else:
-            unknown.append(tid)
-    tactics = []
-    for x in alert.atlas.tactics:
-        if atlas.has_tactic(x):
-            tactics.append(tactic_info(x, atlas))
-        else:
-            unknown.append(x)
     scores = [e.score for e in chain]
     return AlertView(
         alert=alert,
         events=chain,
-        missing_event_ids=missing,
-        techniques=tuple(techniques.values()),
-        tactics=tuple(tactics),
-        unknown_atlas_ids=tuple(unknown),
+        missing_event_ids=tuple(i for i in alert.event_ids if i not in events),
+        techniques=tuple(technique_info(t, atlas) for t in alert.atlas.techniques),
+        tactics=tuple(tactic_info(t, atlas) for t in alert.atlas.tactics),
         source_ips=_unique(e.subject.source_ip for e in chain),
         sessions=_unique(e.subject.session for e in chain),
         endpoints=_unique(e.target.endpoint for e in chain),

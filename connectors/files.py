@@ -49,24 +49,29 @@ class FileSink:
     def send(self, alerts: Sequence[Alert], events: Mapping[str, DetectionEvent]) -> None:
         if not alerts:
             return
-        text = self.formatter.render(alerts, events)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.append:
-                with open(self.path, "a", encoding="utf-8") as fh:
-                    fh.write(text)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                return
-            write_atomically(self.path, text)
-        except OSError as exc:
-            raise DeliveryError(f"{self.name}: cannot write {self.path}: {exc}", retryable=True) from exc
+        write_file(self.name, self.path, self.formatter.render(alerts, events), append=self.append)
 
     def close(self) -> None:
         pass
 
     def __repr__(self) -> str:
         return f"FileSink(name={self.name!r}, path={str(self.path)!r}, format={self.formatter.name!r})"
+
+
+def write_file(sink: str, path: Path, text: str, *, append: bool = False) -> None:
+    """Append ``text`` to ``path``, or replace ``path`` with it atomically, synced to disk; a failure
+    is a retryable :class:`DeliveryError` of ``sink`` (a full disk or a missing mount may pass)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not append:
+            write_atomically(path, text)
+            return
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise DeliveryError(f"{sink}: cannot write {path}: {exc}", retryable=True) from exc
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -33,8 +33,7 @@ from typing import Any, Protocol
 
 import yaml
 from kizashi.connectors.alertview import AlertView, TechniqueInfo, is_ipv4, iso_z, views
-from kizashi.connectors.base import DeliveryError
-from kizashi.connectors.files import write_atomically
+from kizashi.connectors.files import write_file
 from kizashi.engine.events import Alert, DetectionEvent
 from kizashi.mappings import load_atlas
 
@@ -408,12 +407,7 @@ class StixFileSink:
         if not alerts:
             return
         bundle = self.formatter.bundle(alerts, events)
-        text = json.dumps(bundle, indent=1, ensure_ascii=False)
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            write_atomically(self.directory / f"{bundle['id']}.json", text)
-        except OSError as exc:
-            raise DeliveryError(f"{self.name}: cannot write bundle to {self.directory}: {exc}", retryable=True) from exc
+        write_file(self.name, self.directory / f"{bundle['id']}.json", json.dumps(bundle, indent=1, ensure_ascii=False))
 
     def close(self) -> None:
         pass
