@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from ipaddress import ip_address
 
 from kizashi.engine.events import Alert, DetectionEvent
@@ -65,30 +66,81 @@ class TechniqueInfo:
 def technique_info(technique_id: str, atlas: AtlasCatalog | None = None) -> TechniqueInfo:
     """An ATLAS technique (retired IDs resolved) with its names and tactics; ``KeyError`` if unknown."""
     atlas = atlas or load_atlas()
-    t = atlas.technique(technique_id)
-    return TechniqueInfo(t.id, atlas.display_name(t.id), t.name, t.parent,
-                         tuple(tactic_info(x, atlas) for x in t.tactics))
+    named = _named(atlas)
+    if technique_id not in named:
+        t = atlas.technique(technique_id)
+        named[technique_id] = TechniqueInfo(t.id, atlas.display_name(t.id), t.name, t.parent,
+                                            tuple(tactic_info(x, atlas) for x in t.tactics))
+    return named[technique_id]
 
 
 def tactic_info(tactic_id: str, atlas: AtlasCatalog | None = None) -> TacticInfo:
-    t = (atlas or load_atlas()).tactic(tactic_id)
-    return TacticInfo(t.id, t.name, t.shortname)
+    atlas = atlas or load_atlas()
+    named = _named(atlas)
+    key = f"tactic:{tactic_id}"
+    if key not in named:
+        t = atlas.tactic(tactic_id)
+        named[key] = TacticInfo(t.id, t.name, t.shortname)
+    return named[key]
 
 
-@dataclass(frozen=True, slots=True)
+# what has been named, per catalogue (catalogues are neither hashable nor weak-referenceable)
+_NAMED: dict[int, tuple[AtlasCatalog, dict]] = {}
+
+
+def _named(atlas: AtlasCatalog) -> dict:
+    entry = _NAMED.get(id(atlas))
+    if entry is None or entry[0] is not atlas:
+        entry = _NAMED[id(atlas)] = (atlas, {})
+    return entry[1]
+
+
 class AlertView:
-    """An alert with its chain resolved and its ATLAS IDs named."""
+    """An alert with its chain resolved and its ATLAS IDs named. Each derivation is computed on first
+    use and kept, so a format pays only for what it reads."""
 
-    alert: Alert
-    events: tuple[DetectionEvent, ...]
-    missing_event_ids: tuple[str, ...]
-    techniques: tuple[TechniqueInfo, ...]
-    tactics: tuple[TacticInfo, ...]
-    source_ips: tuple[str, ...]  # in chain order
-    sessions: tuple[str, ...]
-    endpoints: tuple[str, ...]
-    detectors: tuple[str, ...]
-    max_score: float | None
+    def __init__(self, alert: Alert, events: Mapping[str, DetectionEvent], atlas: AtlasCatalog | None = None):
+        self.alert = alert
+        self._all_events = events
+        self._atlas = atlas
+
+    @cached_property
+    def events(self) -> tuple[DetectionEvent, ...]:
+        """The chain's events found in ``events``, in chain order."""
+        return tuple(self._all_events[i] for i in self.alert.event_ids if i in self._all_events)
+
+    @cached_property
+    def missing_event_ids(self) -> tuple[str, ...]:
+        return tuple(i for i in self.alert.event_ids if i not in self._all_events)
+
+    @cached_property
+    def techniques(self) -> tuple[TechniqueInfo, ...]:
+        return tuple(technique_info(t, self._atlas) for t in self.alert.atlas.techniques)
+
+    @cached_property
+    def tactics(self) -> tuple[TacticInfo, ...]:
+        return tuple(tactic_info(t, self._atlas) for t in self.alert.atlas.tactics)
+
+    @cached_property
+    def source_ips(self) -> tuple[str, ...]:
+        """In chain order."""
+        return _unique(e.subject.source_ip for e in self.events)
+
+    @cached_property
+    def sessions(self) -> tuple[str, ...]:
+        return _unique(e.subject.session for e in self.events)
+
+    @cached_property
+    def endpoints(self) -> tuple[str, ...]:
+        return _unique(e.target.endpoint for e in self.events)
+
+    @cached_property
+    def detectors(self) -> tuple[str, ...]:
+        return _unique(e.detector.name for e in self.events)
+
+    @cached_property
+    def max_score(self) -> float | None:
+        return max((e.score for e in self.events), default=None)
 
     @property
     def title(self) -> str:
@@ -122,24 +174,10 @@ class AlertView:
 
 
 def view(alert: Alert, events: Mapping[str, DetectionEvent], atlas: AtlasCatalog | None = None) -> AlertView:
-    """Resolve ``alert``'s chain in ``events`` (missing ids are recorded, not fatal: the alert itself
-    carries the unions) and name its ATLAS tactics and techniques (``atlas`` defaults to
+    """``alert`` with its chain looked up in ``events`` (missing ids are recorded, not fatal: the alert
+    itself carries the unions) and its ATLAS IDs named from ``atlas`` (default
     :func:`kizashi.mappings.load_atlas`; the alert's IDs were checked against it when parsed)."""
-    atlas = atlas or load_atlas()
-    chain = tuple(events[i] for i in alert.event_ids if i in events)
-    scores = [e.score for e in chain]
-    return AlertView(
-        alert=alert,
-        events=chain,
-        missing_event_ids=tuple(i for i in alert.event_ids if i not in events),
-        techniques=tuple(technique_info(t, atlas) for t in alert.atlas.techniques),
-        tactics=tuple(tactic_info(t, atlas) for t in alert.atlas.tactics),
-        source_ips=_unique(e.subject.source_ip for e in chain),
-        sessions=_unique(e.subject.session for e in chain),
-        endpoints=_unique(e.target.endpoint for e in chain),
-        detectors=_unique(e.detector.name for e in chain),
-        max_score=max(scores) if scores else None,
-    )
+    return AlertView(alert, events, atlas)
 
 
 def views(alerts: Sequence[Alert], events: Mapping[str, DetectionEvent],
