@@ -209,43 +209,40 @@ class DemoRun:
 
         with self.step("store + Sigma rule engine (bundled pack)"):
             self.store = Store(self.db)
-            pipe = Pipeline(self.store, sinks=["stix-file", "cef-file", "navigator-file"])
+            # simulated clock: an alert is raised when its last event arrives
+            pipe = Pipeline(self.store, sinks=[sink for sink, *_ in self.OUTPUTS.values()], event_clock=True)
             pipe.ingest(events)
             ids = {e.id for e in events}
             self.alerts = [a for a in self.store.list_alerts() if set(a.event_ids) <= ids]
-            for a in self.alerts:  # simulated clock: an alert is raised when its last event arrives
-                a.created = a.last_seen
             self.ruleset = pipe.ruleset
         return self.alerts
 
-    def export(self, events: list) -> dict[str, Path]:
-        from kizashi.connectors.navigator import NavigatorFormatter
-        from kizashi.connectors.stix import StixFormatter
-        from kizashi.connectors.syslog import CefFormatter
+    #: The SOC files of the demo: key -> (outbox sink, file, registered format, formatter options).
+    OUTPUTS = {
+        "alerts": ("alerts-file", "alerts.jsonl", "alerts", {}),
+        "stix": ("stix-file", "stix-bundle.json", "stix", {}),
+        "navigator": ("navigator-file", "navigator-layer.json", "navigator", {"layer_name": "kizashi demo"}),
+        "cef": ("cef-file", "alerts.cef", "cef", {}),
+    }
 
-        out = self.out
-        by_id = {e.id: e for e in events}
-        files = {}
+    def export(self, events: list) -> dict[str, Path]:
+        """The event log as written by the detectors, and the alerts delivered the way a deployment
+        delivers them: drained from the store's outbox through file sinks, one batch per file."""
+        from kizashi.connectors.files import FileSink
+        from kizashi.connectors.outbox import deliver
+
+        files = {"events": self.out / "events.jsonl"}
         with self.step("write SOC outputs"):
-            files["events"] = out / "events.jsonl"
+            # every event, not only those in alerts' chains: the outbox carries alerts
             files["events"].write_text("".join(e.to_json() + "\n" for e in events), encoding="utf-8")
-            files["alerts"] = out / "alerts.jsonl"
-            files["alerts"].write_text("".join(a.to_json() + "\n" for a in self.alerts), encoding="utf-8")
-            texts = {}
-            for a in self.alerts:
-                try:
-                    texts[a.rule.id] = self.ruleset.rule_text(a.rule.id)
-                except KeyError:
-                    pass
-            files["stix"] = out / "stix-bundle.json"
-            files["stix"].write_text(StixFormatter(rule_texts=texts, indent=1).render(self.alerts, by_id), encoding="utf-8")
-            files["navigator"] = out / "navigator-layer.json"
-            files["navigator"].write_text(NavigatorFormatter(layer_name="kizashi demo").render(self.alerts, by_id),
-                                          encoding="utf-8")
-            files["cef"] = out / "alerts.cef"
-            files["cef"].write_text(CefFormatter().render(self.alerts, by_id), encoding="utf-8")
-            self.store.mark_delivered([i.id for s in ("stix-file", "cef-file", "navigator-file")
-                                       for i in self.store.pending(s, limit=100_000)])
+            sinks = []
+            for key, (sink, filename, fmt, options) in self.OUTPUTS.items():
+                files[key] = self.out / filename
+                sinks.append(FileSink(files[key], fmt, options={"ruleset": self.ruleset, **options},
+                                      append=False, name=sink))
+            report = deliver(self.store, sinks, batch_size=max(1, self.store.count_alerts()))
+            if report.failed:
+                raise RuntimeError(f"demo outputs not written: {report.errors}")
         return files
 
     # -- summary ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
+from kizashi.connectors.registry import FORMATTERS, formatter
 from kizashi.engine.pipeline import Pipeline
 from kizashi.engine.sigma import RuleSet
 from kizashi.engine.store import Store, default_db_url
@@ -168,19 +169,16 @@ def alerts_show(alert_id: str, db: DbOption = None) -> None:
     typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
 
 
-EXPORT_FORMATS = ("stix", "navigator", "cef", "leef", "ecs", "alerts")
-
-
 def export(
-    fmt: Annotated[str, typer.Argument(help="stix | navigator | cef | leef | ecs | alerts (JSON lines)")],
+    fmt: Annotated[str, typer.Argument(help=f"{' | '.join(FORMATTERS)} (alerts = kizashi JSON lines)")],
     db: DbOption = None,
     since: Annotated[str | None, typer.Option(help="ISO time or span (24h, 7d)")] = None,
     out: Annotated[str | None, typer.Option("--out", help="output file (default stdout)")] = None,
     rules: RulesOption = None,
 ) -> None:
     """Export stored alerts in a SOC format."""
-    if fmt not in EXPORT_FORMATS:
-        _fail(f"format must be one of {', '.join(EXPORT_FORMATS)}, not {fmt!r}")
+    if fmt not in FORMATTERS:
+        _fail(f"format must be one of {', '.join(FORMATTERS)}, not {fmt!r}")
     store = Store(db or default_db_url())
     alerts = store.list_alerts(since=parse_since(since))
     events = store.get_events(eid for a in alerts for eid in a.event_ids)
@@ -193,34 +191,12 @@ def export(
 
 
 def render(fmt: str, alerts, events, ruleset: RuleSet | None = None) -> str:
-    """Render alerts with the connector for ``fmt``."""
-    if fmt == "alerts":
-        return "".join(a.to_json() + "\n" for a in alerts)
-    if fmt == "stix":
-        from kizashi.connectors.stix import StixFormatter
-
-        texts = {}
-        if ruleset is not None:
-            for a in alerts:
-                try:
-                    texts[a.rule.id] = ruleset.rule_text(a.rule.id)
-                except KeyError:
-                    pass
-        return StixFormatter(rule_texts=texts, indent=1).render(alerts, events)
-    if fmt == "navigator":
-        from kizashi.connectors.navigator import NavigatorFormatter
-
-        return NavigatorFormatter().render(alerts, events)
+    """Render alerts with the registered formatter ``fmt`` (STIX indicators carry the rules' text)."""
     try:
-        if fmt == "cef":
-            from kizashi.connectors.syslog import CefFormatter as F
-        elif fmt == "leef":
-            from kizashi.connectors.syslog import LeefFormatter as F
-        else:
-            from kizashi.connectors.http_sinks import EcsFormatter as F
+        f = formatter(fmt, ruleset=ruleset)
     except ImportError as exc:
         _fail(f"the {fmt} connector is not available in this build: {exc}")
-    return F().render(alerts, events)
+    return f.render(alerts, events)
 
 
 def deliver_cmd(

@@ -2,8 +2,9 @@
 tactics and techniques with names from the shipped ATLAS data, accounts, source addresses, models.
 
 Formatters read an :class:`AlertView` instead of walking alerts and events themselves, so that every
-format names the same things the same way. Names are looked up by ID in :func:`kizashi.mappings.load_atlas`
-(never hard-coded).
+format names the same things the same way: titles, severities per receiver, ATLAS names and URLs,
+times (:func:`iso_z`, :func:`epoch_ms`). Names are looked up by ID in
+:func:`kizashi.mappings.load_atlas` (never hard-coded).
 """
 
 from __future__ import annotations
@@ -11,29 +12,31 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from ipaddress import ip_address
-from typing import Any
 
 from kizashi.engine.events import Alert, DetectionEvent
-from kizashi.mappings import load_atlas
-
-#: Alert level -> 0..10 severity, as CEF, LEEF and ECS ``event.severity`` expect.
-SEVERITY_NUMBER: dict[str, int] = {"informational": 1, "low": 3, "medium": 5, "high": 8, "critical": 10}
+from kizashi.mappings import AtlasCatalog, load_atlas
 
 ATLAS_URL = "https://atlas.mitre.org"
 
 
 @dataclass(frozen=True, slots=True)
-class TechniqueInfo:
-    id: str
-    name: str  # display name, "Parent: Child" for sub-techniques
-    short_name: str
-    parent: str | None
-    tactics: tuple[str, ...]
+class Severity:
+    """An alert level as each receiver numbers it."""
 
-    @property
-    def url(self) -> str:
-        return f"{ATLAS_URL}/techniques/{self.id}"
+    number: int  # 0..10: CEF ``Severity``, LEEF ``sev``
+    syslog: int  # RFC 5424 severity (2 critical .. 6 informational)
+    score: int  # 0..100: ECS ``event.severity`` (risk-score style)
+
+
+SEVERITY: dict[str, Severity] = {
+    "informational": Severity(1, 6, 1),
+    "low": Severity(3, 5, 21),
+    "medium": Severity(5, 4, 47),
+    "high": Severity(8, 3, 73),
+    "critical": Severity(10, 2, 99),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,19 +51,96 @@ class TacticInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class AlertView:
-    """An alert with its chain resolved and its ATLAS IDs named."""
-
-    alert: Alert
-    events: tuple[DetectionEvent, ...]
-    missing_event_ids: tuple[str, ...]
-    techniques: tuple[TechniqueInfo, ...]
+class TechniqueInfo:
+    id: str
+    name: str  # display name, "Parent: Child" for sub-techniques
+    short_name: str
+    parent: str | None
     tactics: tuple[TacticInfo, ...]
-    source_ips: tuple[str, ...]
-    sessions: tuple[str, ...]
-    endpoints: tuple[str, ...]
-    detectors: tuple[str, ...]
-    max_score: float | None
+
+    @property
+    def url(self) -> str:
+        return f"{ATLAS_URL}/techniques/{self.id}"
+
+
+def technique_info(technique_id: str, atlas: AtlasCatalog | None = None) -> TechniqueInfo:
+    """An ATLAS technique (retired IDs resolved) with its names and tactics; ``KeyError`` if unknown."""
+    atlas = atlas or load_atlas()
+    named = _named(atlas)
+    if technique_id not in named:
+        t = atlas.technique(technique_id)
+        named[technique_id] = TechniqueInfo(t.id, atlas.display_name(t.id), t.name, t.parent,
+                                            tuple(tactic_info(x, atlas) for x in t.tactics))
+    return named[technique_id]
+
+
+def tactic_info(tactic_id: str, atlas: AtlasCatalog | None = None) -> TacticInfo:
+    atlas = atlas or load_atlas()
+    named = _named(atlas)
+    key = f"tactic:{tactic_id}"
+    if key not in named:
+        t = atlas.tactic(tactic_id)
+        named[key] = TacticInfo(t.id, t.name, t.shortname)
+    return named[key]
+
+
+# what has been named, per catalogue (catalogues are neither hashable nor weak-referenceable)
+_NAMED: dict[int, tuple[AtlasCatalog, dict]] = {}
+
+
+def _named(atlas: AtlasCatalog) -> dict:
+    entry = _NAMED.get(id(atlas))
+    if entry is None or entry[0] is not atlas:
+        entry = _NAMED[id(atlas)] = (atlas, {})
+    return entry[1]
+
+
+class AlertView:
+    """An alert with its chain resolved and its ATLAS IDs named. Each derivation is computed on first
+    use and kept, so a format pays only for what it reads."""
+
+    def __init__(self, alert: Alert, events: Mapping[str, DetectionEvent], atlas: AtlasCatalog | None = None):
+        self.alert = alert
+        self._all_events = events
+        self._atlas = atlas
+
+    @cached_property
+    def events(self) -> tuple[DetectionEvent, ...]:
+        """The chain's events found in ``events``, in chain order."""
+        return tuple(self._all_events[i] for i in self.alert.event_ids if i in self._all_events)
+
+    @cached_property
+    def missing_event_ids(self) -> tuple[str, ...]:
+        return tuple(i for i in self.alert.event_ids if i not in self._all_events)
+
+    @cached_property
+    def techniques(self) -> tuple[TechniqueInfo, ...]:
+        return tuple(technique_info(t, self._atlas) for t in self.alert.atlas.techniques)
+
+    @cached_property
+    def tactics(self) -> tuple[TacticInfo, ...]:
+        return tuple(tactic_info(t, self._atlas) for t in self.alert.atlas.tactics)
+
+    @cached_property
+    def source_ips(self) -> tuple[str, ...]:
+        """In chain order."""
+        return _unique(e.subject.source_ip for e in self.events)
+
+    @cached_property
+    def sessions(self) -> tuple[str, ...]:
+        return _unique(e.subject.session for e in self.events)
+
+    @cached_property
+    def endpoints(self) -> tuple[str, ...]:
+        return _unique(e.target.endpoint for e in self.events)
+
+    @cached_property
+    def detectors(self) -> tuple[str, ...]:
+        return _unique(e.detector.name for e in self.events)
+
+    @cached_property
+    def max_score(self) -> float | None:
+        return max((e.score for e in self.events), default=None)
 
     @property
     def title(self) -> str:
@@ -68,8 +148,13 @@ class AlertView:
         return r.title or r.name or r.id
 
     @property
-    def severity_number(self) -> int:
-        return SEVERITY_NUMBER[self.alert.level]
+    def rule_name(self) -> str:
+        r = self.alert.rule
+        return r.name or r.id
+
+    @property
+    def severity(self) -> Severity:
+        return SEVERITY[self.alert.level]
 
     def summary(self) -> str:
         """One human sentence: what fired, on what, by whom, which ATLAS techniques."""
@@ -88,37 +173,16 @@ class AlertView:
         return "; ".join(parts)
 
 
-def view(alert: Alert, events: Mapping[str, DetectionEvent]) -> AlertView:
-    """Resolve ``alert``'s chain in ``events`` (missing ids are recorded, not fatal: the alert itself
-    carries the unions) and name its ATLAS tactics and techniques."""
-    atlas = load_atlas()
-    chain = tuple(events[i] for i in alert.event_ids if i in events)
-    missing = tuple(i for i in alert.event_ids if i not in events)
-    techniques = []
-    for tid in alert.atlas.techniques:
-        t = atlas.technique(tid)
-        techniques.append(TechniqueInfo(t.id, atlas.display_name(t.id), t.name, t.parent, t.tactics))
-    tactics = tuple(
-        TacticInfo(t.id, t.name, t.shortname) for t in (atlas.tactic(x) for x in alert.atlas.tactics)
-    )
-    ips = _unique(e.subject.source_ip for e in chain)
-    scores = [e.score for e in chain]
-    return AlertView(
-        alert=alert,
-        events=chain,
-        missing_event_ids=missing,
-        techniques=tuple(techniques),
-        tactics=tactics,
-        source_ips=ips,
-        sessions=_unique(e.subject.session for e in chain),
-        endpoints=_unique(e.target.endpoint for e in chain),
-        detectors=_unique(e.detector.name for e in chain),
-        max_score=max(scores) if scores else None,
-    )
+def view(alert: Alert, events: Mapping[str, DetectionEvent], atlas: AtlasCatalog | None = None) -> AlertView:
+    """``alert`` with its chain looked up in ``events`` (missing ids are recorded, not fatal: the alert
+    itself carries the unions) and its ATLAS IDs named from ``atlas`` (default
+    :func:`kizashi.mappings.load_atlas`; the alert's IDs were checked against it when parsed)."""
+    return AlertView(alert, events, atlas)
 
 
-def views(alerts: Sequence[Alert], events: Mapping[str, DetectionEvent]) -> list[AlertView]:
-    return [view(a, events) for a in alerts]
+def views(alerts: Sequence[Alert], events: Mapping[str, DetectionEvent],
+          atlas: AtlasCatalog | None = None) -> list[AlertView]:
+    return [view(a, events, atlas) for a in alerts]
 
 
 def _unique(values) -> tuple[str, ...]:
@@ -136,36 +200,3 @@ def epoch_ms(t: datetime) -> int:
 def iso_z(t: datetime) -> str:
     """RFC 3339 UTC with millisecond precision and ``Z`` (what STIX and ECS expect)."""
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
-
-
-def alert_document(v: AlertView) -> dict[str, Any]:
-    """The alert as a JSON document for HTTP receivers (HEC, webhook): the alert itself, ATLAS names
-    and a compact view of each event of its chain (evidence included; it is size-limited)."""
-    doc = v.alert.to_dict()
-    doc["title"] = v.title
-    doc["atlas"] = {
-        "tactics": [{"id": t.id, "name": t.name, "shortname": t.shortname} for t in v.tactics],
-        "techniques": [{"id": t.id, "name": t.name, "parent": t.parent} for t in v.techniques],
-    }
-    doc["source_ips"] = list(v.source_ips)
-    doc["events"] = [
-        {
-            "id": e.id,
-            "time": iso_z(e.time),
-            "detector": e.detector.name,
-            "stage": e.stage,
-            "attack": e.attack,
-            "account": e.subject.account,
-            "source_ip": e.subject.source_ip,
-            "session": e.subject.session,
-            "model": e.target.model,
-            "score": e.score,
-            "threshold": e.threshold,
-            "severity": e.severity,
-            "evidence": e.evidence,
-        }
-        for e in v.events
-    ]
-    if v.missing_event_ids:
-        doc["missing_event_ids"] = list(v.missing_event_ids)
-    return doc

@@ -9,7 +9,10 @@ sinks:
   - {name: siem-syslog, type: syslog, host: 127.0.0.1, port: 6514, protocol: tls, format: cef}
   - {name: stix-drop, type: stix_file, directory: /var/lib/kizashi/stix}
   - {name: cti, type: taxii, url: "https://taxii/api1/", collection: "…", user: kizashi, password: "${TAXII_PW}"}
+  - {name: cef-log, type: file, path: /var/log/kizashi/alerts.cef, format: cef}
 ```
+
+Types and formats are those of :mod:`kizashi.connectors.registry`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import yaml
 
 from .base import Sink
+from .registry import sink
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -41,30 +45,14 @@ def _expand(value: Any, where: str) -> Any:
 
 
 def build_sink(spec: dict[str, Any]) -> Sink:
+    """One ``sinks:`` entry (``name``, ``type`` from :data:`~kizashi.connectors.registry.SINKS`, the
+    sink's own options) → a sink, ``${VAR}`` expanded."""
     spec = dict(spec)
     name = spec.pop("name", None)
     kind = spec.pop("type", None)
     if not name or not kind:
         raise ValueError(f"a sink needs name and type: {sorted(spec)}")
-    spec = _expand(spec, f"sink {name}")
-    if kind == "webhook":
-        from .http_sinks import WebhookSink as cls
-    elif kind == "splunk_hec":
-        from .http_sinks import HecSink as cls
-    elif kind == "elastic":
-        from .http_sinks import ElasticBulkSink as cls
-    elif kind == "syslog":
-        from .syslog import SyslogSink as cls
-    elif kind == "stix_file":
-        from .stix import StixFileSink as cls
-    elif kind == "taxii":
-        from .taxii import TaxiiSink as cls
-    else:
-        raise ValueError(f"sink {name}: unknown type {kind!r} (webhook, splunk_hec, elastic, syslog, stix_file, taxii)")
-    try:
-        return cls(name=name, **spec)
-    except TypeError as exc:
-        raise ValueError(f"sink {name} ({kind}): {exc}") from None
+    return sink(kind, name=name, **_expand(spec, f"sink {name}"))
 
 
 def load_sinks(path: str | os.PathLike) -> list[Sink]:

@@ -3,7 +3,8 @@
 A layer scores each ATLAS technique by the number of alerts whose chain evidences it, one entry per
 (technique, tactic) pair — the Navigator places a technique under each of its tactics — with a
 comment naming the rules that fired. Tactic shortnames, technique names and the technique set come
-from the shipped ATLAS data (:func:`kizashi.mappings.load_atlas`), never from a hard-coded list.
+from each alert's :class:`~kizashi.connectors.alertview.AlertView` (the shipped ATLAS data, never a
+hard-coded list).
 
 Layer format: MITRE ATT&CK Navigator layer file format v4.3 (``versions.layer = "4.3"``), as used by
 the ATLAS Navigator (``domain: atlas-atlas``).
@@ -20,30 +21,34 @@ from typing import Any
 from kizashi.engine.events import Alert, DetectionEvent
 from kizashi.mappings import AtlasCatalog, load_atlas
 
+from .alertview import TechniqueInfo, technique_info, views
+
 LAYER_FORMAT = "4.3"
 NAVIGATOR_VERSION = "4.9.1"
 DOMAIN = "atlas-atlas"
 GRADIENT = ["#ffffff", "#ffb266", "#e6261f"]
 
 
-def technique_counts(alerts: Sequence[Alert], atlas: AtlasCatalog | None = None) -> tuple[Counter, dict]:
-    """Alerts per technique (each alert counts once per technique) and the rules behind each."""
-    atlas = atlas or load_atlas()
+def technique_counts(alerts: Sequence[Alert], events: Mapping[str, DetectionEvent] | None = None,
+                     atlas: AtlasCatalog | None = None) -> tuple[Counter, dict[str, set[str]], dict[str, TechniqueInfo]]:
+    """Alerts per ATLAS technique (each alert counts once per technique), the rule titles behind
+    each, and the techniques named."""
     counts: Counter = Counter()
     rules: dict[str, set[str]] = defaultdict(set)
-    for a in alerts:
-        for tid in dict.fromkeys(atlas.resolve(t) for t in a.atlas.techniques):
-            if not atlas.has_technique(tid):
-                continue
-            counts[tid] += 1
-            rules[tid].add(a.rule.title or a.rule.name or a.rule.id)
-    return counts, rules
+    named: dict[str, TechniqueInfo] = {}
+    for v in views(alerts, events or {}, atlas):
+        for t in v.techniques:
+            counts[t.id] += 1
+            rules[t.id].add(v.title)
+            named[t.id] = t
+    return counts, rules, named
 
 
 class NavigatorFormatter:
     """Renders alerts as an ATLAS Navigator layer (JSON)."""
 
     name = "navigator"
+    document = True
 
     def __init__(self, *, layer_name: str = "kizashi alerts", description: str | None = None,
                  atlas: AtlasCatalog | None = None):
@@ -53,30 +58,30 @@ class NavigatorFormatter:
 
     def layer(self, alerts: Sequence[Alert], events: Mapping[str, DetectionEvent] | None = None) -> dict[str, Any]:
         atlas = self.atlas or load_atlas()
-        counts, rules = technique_counts(alerts, atlas)
+        counts, rules, named = technique_counts(alerts, events, atlas)
         techniques = []
         for tid in sorted(counts):
-            t = atlas.technique(tid)
+            t = named[tid]
             comment = f"{counts[tid]} alert(s); rules: " + ", ".join(sorted(rules[tid]))
             for tac in t.tactics:
                 techniques.append({
                     "techniqueID": tid,
-                    "tactic": atlas.tactic(tac).shortname,
+                    "tactic": tac.shortname,
                     "score": counts[tid],
                     "color": "",
                     "comment": comment,
                     "enabled": True,
-                    "metadata": [{"name": "name", "value": atlas.display_name(tid)}],
+                    "metadata": [{"name": "name", "value": t.name}],
                     "showSubtechniques": False,
                 })
         # parents of scored sub-techniques are expanded so the sub-technique is visible
-        parents = {atlas.technique(t).parent for t in counts if atlas.technique(t).parent}
+        parents = {t.parent for t in named.values() if t.parent}
         for e in techniques:
             if e["techniqueID"] in parents:
                 e["showSubtechniques"] = True
         for pid in sorted(parents - set(counts)):
-            for tac in atlas.technique(pid).tactics:
-                techniques.append({"techniqueID": pid, "tactic": atlas.tactic(tac).shortname,
+            for tac in technique_info(pid, atlas).tactics:
+                techniques.append({"techniqueID": pid, "tactic": tac.shortname,
                                    "showSubtechniques": True, "enabled": True})
         top = max(counts.values(), default=1)
         return {
@@ -112,10 +117,10 @@ def heatmap_figure(alerts: Sequence[Alert], *, atlas: AtlasCatalog | None = None
     from matplotlib.colors import LinearSegmentedColormap
 
     atlas = atlas or load_atlas()
-    counts, _ = technique_counts(alerts, atlas)
+    counts, _, named = technique_counts(alerts, atlas=atlas)
     columns = []
     for tac in atlas.tactics.values():
-        cells = sorted((tid for tid in counts if tac.id in atlas.technique(tid).tactics),
+        cells = sorted((tid for tid in counts if tac.id in {x.id for x in named[tid].tactics}),
                        key=lambda t: (-counts[t], t))
         columns.append((tac, cells))
     rows = max([len(c) for _, c in columns] + [1])
@@ -130,7 +135,7 @@ def heatmap_figure(alerts: Sequence[Alert], *, atlas: AtlasCatalog | None = None
             if ri < len(cells):
                 tid = cells[ri]
                 colour = cmap(counts[tid] / top)
-                label = f"{tid}\n{atlas.technique(tid).name[:22]}\n({counts[tid]})"
+                label = f"{tid}\n{named[tid].short_name[:22]}\n({counts[tid]})"
             else:
                 colour, label = "#f2f2f2", ""
             ax.add_patch(plt.Rectangle((ci, ri), 0.96, 0.9, color=colour, ec="#cccccc", lw=0.4))

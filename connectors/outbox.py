@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from kizashi.engine.events import Alert, DetectionEvent
 from kizashi.engine.store import Store
 
 from .base import DeliveryError, Sink
@@ -42,17 +43,31 @@ class DeliveryReport:
 
 def deliver(store: Store, sinks: list[Sink], *, batch_size: int = 100, backoff: Backoff | None = None,
             max_batches: int = 1000) -> DeliveryReport:
-    """One pass over the outbox: every due row of every sink, in batches."""
+    """One pass over the outbox: every due row of every sink, in batches; each batch lists its alerts
+    in the store's order (first seen, id), so what a sink writes does not depend on when rows were
+    queued. Alerts and events read for one sink are reused for the next (up to a bound)."""
     backoff = backoff or Backoff()
     report = DeliveryReport()
+    queued = store.outbox_status()
+    total = store.count_alerts()
+    alerts_read: dict[str, Alert] = {}
+    events_read: dict[str, DetectionEvent] = {}
+    keep = max(10_000, batch_size)
     for sink in sinks:
-        store.enqueue(store.alert_ids(), sink.name)  # alerts raised before this sink was configured
+        if sum(queued.get(sink.name, {}).values()) < total:  # alerts raised before this sink was configured
+            store.enqueue(sorted(store.alert_ids()), sink.name)
         for _ in range(max_batches):
             items = store.pending(sink.name, limit=batch_size)
             if not items:
                 break
-            alerts = [a for a in (store.get_alert(i.alert_id) for i in items) if a is not None]
-            events = store.get_events(eid for a in alerts for eid in a.event_ids)
+            if len(alerts_read) > keep:
+                alerts_read.clear()
+                events_read.clear()
+            alerts_read.update((i.alert_id, store.get_alert(i.alert_id)) for i in items if i.alert_id not in alerts_read)
+            alerts = sorted((a for a in (alerts_read[i.alert_id] for i in items) if a is not None),
+                            key=lambda a: (a.first_seen, a.id))
+            events_read.update(store.get_events({e for a in alerts for e in a.event_ids if e not in events_read}))
+            events = {e: events_read[e] for a in alerts for e in a.event_ids if e in events_read}
             try:
                 sink.send(alerts, events)
             except DeliveryError as exc:

@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
-from kizashi.connectors.alertview import AlertView, is_ipv4, iso_z, views
-from kizashi.connectors.base import DeliveryError
+from kizashi.connectors.alertview import AlertView, TechniqueInfo, is_ipv4, iso_z, views
+from kizashi.connectors.files import write_file
 from kizashi.engine.events import Alert, DetectionEvent
 from kizashi.mappings import load_atlas
 
@@ -54,6 +53,14 @@ ATLAS_KILL_CHAIN = "mitre-atlas"
 MAX_STIX_COUNT = 999_999_999
 
 
+class RuleTexts(Protocol):
+    """Where Sigma rule sources come from (the engine's ``RuleSet`` is one)."""
+
+    def rule_text(self, rule_id: str) -> str:
+        """The rule's YAML; ``KeyError`` when it is not there."""
+        ...
+
+
 def stix_id(kind: str, key: str) -> str:
     """Deterministic id ``<kind>--uuid5(kizashi namespace, "<kind>:<key>")``."""
     return f"{kind}--{uuid.uuid5(KIZASHI_STIX_NAMESPACE, f'{kind}:{key}')}"
@@ -66,23 +73,28 @@ EXTENSION_DEFINITION_ID = stix_id("extension-definition", f"kizashi-alert:{EXTEN
 class StixFormatter:
     """Alerts -> one STIX 2.1 bundle (JSON).
 
-    ``rule_texts`` maps rule id -> Sigma YAML (the indicator pattern). A rule without text gets no
-    indicator; its sightings then point at the alert's first attack-pattern.
+    ``rule_texts`` maps rule id -> Sigma YAML (the indicator pattern); rules it does not name are
+    looked up in ``ruleset`` (anything with ``rule_text(rule_id)``, e.g. the engine's ``RuleSet``)
+    when given. A rule without text gets no indicator; its sightings then point at the alert's first
+    attack-pattern.
     ``model_identity`` maps model id -> display name, or -> extra identity properties
     (``name``, ``description``, ``contact_information``, ``sectors``).
     """
 
     name = "stix"
+    document = True
 
     def __init__(
         self,
         rule_texts: Mapping[str, str] | None = None,
         model_identity: Mapping[str, str | Mapping[str, Any]] | None = None,
         *,
+        ruleset: RuleTexts | None = None,
         include_extension_definition: bool = True,
         indent: int | None = None,
     ):
         self.rule_texts = dict(rule_texts or {})
+        self.ruleset = ruleset
         self.model_identity = dict(model_identity or {})
         self.include_extension_definition = include_extension_definition
         self.indent = indent
@@ -121,7 +133,7 @@ class StixFormatter:
         model_ids = [add(self.model_identity_object(m)) for m in a.models] or [KIZASHI_IDENTITY_ID]
         members += [m for m in model_ids if m != KIZASHI_IDENTITY_ID]
 
-        patterns = [add(attack_pattern(t.id)) for t in v.techniques]
+        patterns = [add(attack_pattern(t)) for t in v.techniques]
         members += patterns
 
         indicator = self.indicator(a.rule.id, v.title)
@@ -213,8 +225,17 @@ class StixFormatter:
             **props,
         }
 
-    def indicator(self, rule_id: str, title: str) -> dict[str, Any] | None:
+    def rule_text(self, rule_id: str) -> str | None:
         text = self.rule_texts.get(rule_id)
+        if text is None and self.ruleset is not None:
+            try:
+                text = self.rule_texts[rule_id] = self.ruleset.rule_text(rule_id)
+            except KeyError:
+                self.rule_texts[rule_id] = ""
+        return text or None
+
+    def indicator(self, rule_id: str, title: str) -> dict[str, Any] | None:
+        text = self.rule_text(rule_id)
         if not text:
             return None
         if rule_id not in self._rule_dates:  # parse each rule's YAML once, not once per alert
@@ -267,10 +288,8 @@ def extension_definition() -> dict[str, Any]:
     }
 
 
-def attack_pattern(technique_id: str) -> dict[str, Any]:
+def attack_pattern(t: TechniqueInfo) -> dict[str, Any]:
     """An ATLAS technique as ATLAS's STIX data describes it (ID, name, tactics, parent)."""
-    atlas = load_atlas()
-    t = atlas.technique(technique_id)
     obj: dict[str, Any] = {
         "type": "attack-pattern",
         "spec_version": "2.1",
@@ -278,15 +297,11 @@ def attack_pattern(technique_id: str) -> dict[str, Any]:
         "created": iso_z(KIZASHI_EPOCH),
         "modified": iso_z(KIZASHI_EPOCH),
         "created_by_ref": KIZASHI_IDENTITY_ID,
-        "name": t.name,
-        "kill_chain_phases": [
-            {"kill_chain_name": ATLAS_KILL_CHAIN, "phase_name": atlas.tactic(x).shortname} for x in t.tactics
-        ],
-        "external_references": [
-            {"source_name": "mitre-atlas", "external_id": t.id, "url": f"https://atlas.mitre.org/techniques/{t.id}"}
-        ],
+        "name": t.short_name,
+        "kill_chain_phases": [{"kill_chain_name": ATLAS_KILL_CHAIN, "phase_name": x.shortname} for x in t.tactics],
+        "external_references": [{"source_name": "mitre-atlas", "external_id": t.id, "url": t.url}],
         "x_mitre_id": t.id,
-        "x_mitre_version": atlas.version,
+        "x_mitre_version": load_atlas().version,
     }
     if t.parent:
         obj["x_mitre_is_subtechnique"] = True
@@ -392,17 +407,7 @@ class StixFileSink:
         if not alerts:
             return
         bundle = self.formatter.bundle(alerts, events)
-        text = json.dumps(bundle, indent=1, ensure_ascii=False)
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.directory / f"{bundle['id']}.json")
-        except OSError as exc:
-            raise DeliveryError(f"{self.name}: cannot write bundle to {self.directory}: {exc}", retryable=True) from exc
+        write_file(self.name, self.directory / f"{bundle['id']}.json", json.dumps(bundle, indent=1, ensure_ascii=False))
 
     def close(self) -> None:
         pass

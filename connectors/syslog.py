@@ -18,10 +18,13 @@ from collections.abc import Mapping, Sequence
 
 from kizashi.engine.events import Alert, DetectionEvent
 
+from .alertview import AlertView, epoch_ms, iso_z, views
+from .base import DeliveryError, RecordFormatter
+from .registry import formatter
+
 VENDOR = "kizashi"
 PRODUCT = "kizashi"
 VERSION = "0.1"
-SEVERITY = {"informational": 1, "low": 3, "medium": 5, "high": 8, "critical": 10}
 # drop C0 controls but newline and carriage return (escaped per format), DEL and C1 controls (U+0085
 # NEL would split lines in many readers); a tab becomes a space (rsyslog rewrites it as #011)
 _CONTROL = {**{i: None for i in range(32) if i not in (10, 13)}, 9: " ", 0x7F: None,
@@ -38,48 +41,39 @@ def cef_value(value: object) -> str:
     return s.replace("\\", "\\\\").replace("=", "\\=").replace("\r", "\\r").replace("\n", "\\n")
 
 
-def _ms(dt) -> int:
-    return int(dt.timestamp() * 1000)
-
-
-def alert_fields(alert: Alert, events: Mapping[str, DetectionEvent]) -> dict[str, str]:
-    chain = [events[i] for i in alert.event_ids if i in events]
-    ips = sorted({e.subject.source_ip for e in chain if e.subject.source_ip})
+def alert_fields(v: AlertView) -> dict[str, str]:
+    """The CEF extension of an alert; LEEF and RFC 5424 reuse its values."""
+    alert = v.alert
     return {
-        "rt": str(_ms(alert.created)),
-        "start": str(_ms(alert.first_seen)),
-        "end": str(_ms(alert.last_seen)),
+        "rt": str(epoch_ms(alert.created)),
+        "start": str(epoch_ms(alert.first_seen)),
+        "end": str(epoch_ms(alert.last_seen)),
         "cnt": str(alert.count),
         "suser": ",".join(alert.accounts),
-        **({"src": ips[0]} if ips else {}),
+        **({"src": v.source_ips[0]} if v.source_ips else {}),
         "cs1Label": "atlasTechniques", "cs1": ",".join(alert.atlas.techniques),
         "cs2Label": "atlasTactics", "cs2": ",".join(alert.atlas.tactics),
-        "cs3Label": "group", "cs3": ",".join(f"{k}={v}" for k, v in alert.group.items()),
-        "cs4Label": "rule", "cs4": alert.rule.name or alert.rule.id,
+        "cs3Label": "group", "cs3": ",".join(f"{k}={val}" for k, val in alert.group.items()),
+        "cs4Label": "rule", "cs4": v.rule_name,
         "cs5Label": "models", "cs5": ",".join(alert.models),
         "cs6Label": "stages", "cs6": ",".join(alert.stages),
         "externalId": alert.id,
-        "msg": f"{alert.rule.title or alert.rule.name or alert.rule.id}: {alert.count} event(s), "
-               f"attacks {','.join(alert.attacks)}",
+        "msg": f"{v.title}: {alert.count} event(s), attacks {','.join(alert.attacks)}",
     }
 
 
-class CefFormatter:
+class CefFormatter(RecordFormatter):
     """Alerts → CEF lines."""
 
     name = "cef"
 
-    def line(self, alert: Alert, events: Mapping[str, DetectionEvent]) -> str:
-        head = "|".join(cef_header(x) for x in (VENDOR, PRODUCT, VERSION, alert.rule.id,
-                                                  alert.rule.title or alert.rule.name or alert.rule.id))
-        ext = " ".join(f"{k}={cef_value(v)}" for k, v in alert_fields(alert, events).items() if v != "")
-        return f"CEF:0|{head}|{SEVERITY.get(alert.level, 5)}|{ext}"
-
-    def render(self, alerts: Sequence[Alert], events: Mapping[str, DetectionEvent]) -> str:
-        return "".join(self.line(a, events) + "\n" for a in alerts)
+    def record(self, v: AlertView) -> str:
+        head = "|".join(cef_header(x) for x in (VENDOR, PRODUCT, VERSION, v.alert.rule.id, v.title))
+        ext = " ".join(f"{k}={cef_value(val)}" for k, val in alert_fields(v).items() if val != "")
+        return f"CEF:0|{head}|{v.severity.number}|{ext}"
 
 
-class LeefFormatter:
+class LeefFormatter(RecordFormatter):
     """Alerts → LEEF 2.0 lines (tab-delimited attributes)."""
 
     name = "leef"
@@ -88,25 +82,26 @@ class LeefFormatter:
     def value(self, v: object) -> str:
         return str(v).translate(_CONTROL).replace(self.delimiter, " ").replace("\n", " ").replace("\r", " ")
 
-    def line(self, alert: Alert, events: Mapping[str, DetectionEvent]) -> str:
-        head = "|".join(cef_header(x) for x in (VENDOR, PRODUCT, VERSION, alert.rule.name or alert.rule.id))
-        f = alert_fields(alert, events)
-        attrs = {"devTime": f["end"], "devTimeFormat": "epoch-ms", "sev": str(SEVERITY.get(alert.level, 5)),
+    def record(self, v: AlertView) -> str:
+        head = "|".join(cef_header(x) for x in (VENDOR, PRODUCT, VERSION, v.rule_name))
+        f = alert_fields(v)
+        attrs = {"devTime": f["end"], "devTimeFormat": "epoch-ms", "sev": str(v.severity.number),
                  "cat": "ml-attack", "usrName": f["suser"], **({"src": f["src"]} if "src" in f else {}),
                  "atlasTechniques": f["cs1"], "atlasTactics": f["cs2"], "group": f["cs3"], "rule": f["cs4"],
-                 "models": f["cs5"], "stages": f["cs6"], "alertId": alert.id, "msg": f["msg"]}
-        body = self.delimiter.join(f"{k}={self.value(v)}" for k, v in attrs.items())
+                 "models": f["cs5"], "stages": f["cs6"], "alertId": v.alert.id, "msg": f["msg"]}
+        body = self.delimiter.join(f"{k}={self.value(val)}" for k, val in attrs.items())
         return f"LEEF:2.0|{head}|x09|{body}"
-
-    def render(self, alerts: Sequence[Alert], events: Mapping[str, DetectionEvent]) -> str:
-        return "".join(self.line(a, events) + "\n" for a in alerts)
 
 
 # -- RFC 5424 and transports ---------------------------------------------------------------------------
 
 SD_ID = "kizashi@32473"  # enterprise number 32473 is reserved for documentation (RFC 5612)
-PRI = {"informational": 6, "low": 5, "medium": 4, "high": 3, "critical": 2}  # syslog severities
 FACILITY = 13  # log audit
+
+
+def rfc5424_header(v: AlertView, msgid: str, *, hostname: str = "kizashi", app_name: str = "kizashi") -> str:
+    """``<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID`` for an alert, raised at ``created``."""
+    return f"<{FACILITY * 8 + v.severity.syslog}>1 {iso_z(v.alert.created)} {hostname} {app_name} - {msgid}"
 
 
 def sd_value(value: object) -> str:
@@ -115,30 +110,25 @@ def sd_value(value: object) -> str:
     return s.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
 
 
-class Rfc5424Formatter:
+class Rfc5424Formatter(RecordFormatter):
     """Alerts → RFC 5424 lines with the alert in structured data (``[kizashi@32473 …]``)."""
 
     name = "rfc5424"
 
-    def __init__(self, hostname: str = "kizashi", app_name: str = "kizashi", inner: str = "cef"):
+    def __init__(self, hostname: str = "kizashi", app_name: str = "kizashi"):
         self.hostname, self.app_name = hostname, app_name
-        self.inner = CefFormatter() if inner == "cef" else None
 
-    def line(self, alert: Alert, events: Mapping[str, DetectionEvent]) -> str:
-        pri = FACILITY * 8 + PRI.get(alert.level, 4)
-        ts = alert.created.isoformat().replace("+00:00", "Z")
-        f = alert_fields(alert, events)
-        params = {"alertId": alert.id, "rule": f["cs4"], "level": alert.level, "atlasTechniques": f["cs1"],
+    def record(self, v: AlertView) -> str:
+        f = alert_fields(v)
+        params = {"alertId": v.alert.id, "rule": f["cs4"], "level": v.alert.level, "atlasTechniques": f["cs1"],
                   "atlasTactics": f["cs2"], "accounts": f["suser"], "models": f["cs5"], "count": f["cnt"]}
-        sd = "[" + SD_ID + "".join(f' {k}="{sd_value(v)}"' for k, v in params.items()) + "]"
+        sd = "[" + SD_ID + "".join(f' {k}="{sd_value(val)}"' for k, val in params.items()) + "]"
         msg = f["msg"].translate(_CONTROL).replace("\n", " ").replace("\r", " ")
-        return f"<{pri}>1 {ts} {self.hostname} {self.app_name} - ALERT {sd} {msg}"
-
-    def render(self, alerts: Sequence[Alert], events: Mapping[str, DetectionEvent]) -> str:
-        return "".join(self.line(a, events) + "\n" for a in alerts)
+        return f"{rfc5424_header(v, 'ALERT', hostname=self.hostname, app_name=self.app_name)} {sd} {msg}"
 
 
-FORMATTERS = {"cef": CefFormatter, "leef": LeefFormatter, "rfc5424": Rfc5424Formatter}
+#: The formats a syslog sink sends (names in :mod:`kizashi.connectors.registry`).
+SYSLOG_FORMATS = ("cef", "leef", "rfc5424")
 
 
 class SyslogSink:
@@ -150,28 +140,24 @@ class SyslogSink:
                  cafile: str | None = None, verify: bool = True, timeout: float = 5.0, name: str = "syslog"):
         if protocol not in ("udp", "tcp", "tls"):
             raise ValueError(f"protocol must be udp, tcp or tls, not {protocol!r}")
-        if format not in FORMATTERS:
-            raise ValueError(f"format must be one of {', '.join(FORMATTERS)}, not {format!r}")
+        if format not in SYSLOG_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(SYSLOG_FORMATS)}, not {format!r}")
         self.host, self.port, self.protocol, self.format = host, int(port), protocol, format
         self.cafile, self.verify, self.timeout, self.name = cafile, verify, timeout, name
-        self.formatter = FORMATTERS[format]()
+        self.formatter: RecordFormatter = formatter(format)
 
     def frames(self, alerts: Sequence[Alert], events: Mapping[str, DetectionEvent]) -> list[bytes]:
         out = []
-        for a in alerts:
-            body = self.formatter.line(a, events)
+        for v in views(alerts, events):
+            body = self.formatter.record(v)
             if self.format != "rfc5424":
-                pri = FACILITY * 8 + PRI.get(a.level, 4)
-                ts = a.created.isoformat().replace("+00:00", "Z")
-                body = f"<{pri}>1 {ts} kizashi kizashi - {self.format.upper()} - {body}"
+                body = f"{rfc5424_header(v, self.format.upper())} - {body}"
             out.append(body.encode("utf-8"))
         return out
 
     def send(self, alerts: Sequence[Alert], events: Mapping[str, DetectionEvent]) -> None:
         import socket
         import ssl
-
-        from .base import DeliveryError
 
         frames = self.frames(alerts, events)
         if not frames:

@@ -11,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from kizashi.connectors.base import DeliveryError
 from kizashi.connectors.config import load_sinks
-from kizashi.connectors.http_sinks import ElasticBulkSink, HecSink
+from kizashi.connectors.elastic import ElasticBulkSink
 from kizashi.connectors.outbox import Backoff, deliver
+from kizashi.connectors.splunk_hec import HecSink
 from kizashi.engine.pipeline import Pipeline
 from kizashi.engine.store import Store
 from test_store import campaign
@@ -210,3 +211,30 @@ def test_sink_config_errors(tmp_path, monkeypatch):
     cfg.write_text("sinks:\n  - {name: a, type: syslog, port: 1}\n  - {name: a, type: syslog, port: 2}\n")
     with pytest.raises(ValueError, match="unique"):
         load_sinks(cfg)
+
+
+def test_event_clock_raises_alerts_at_their_last_event(tmp_path):
+    wall = Store(f"sqlite:///{tmp_path / 'wall.db'}")
+    Pipeline(wall).ingest(campaign())
+    simulated = Store(f"sqlite:///{tmp_path / 'sim.db'}")
+    Pipeline(simulated, event_clock=True).ingest(campaign())
+    assert [a.id for a in wall.list_alerts()] == [a.id for a in simulated.list_alerts()]
+    assert all(a.created == a.last_seen for a in simulated.list_alerts())
+    assert all(a.created > a.last_seen + timedelta(days=1) for a in wall.list_alerts())  # events are from T0
+
+
+def test_outbox_drained_into_file_sinks_once_each_batch_in_store_order(store_with_alerts, tmp_path):
+    from kizashi.connectors.files import FileSink
+
+    lines, layer = FileSink(tmp_path / "a.jsonl", "alerts", name="lines"), FileSink(tmp_path / "l.json", "navigator")
+    rep = deliver(store_with_alerts, [lines, layer], batch_size=3)
+    n = store_with_alerts.count_alerts()
+    assert rep.delivered == {"lines": n, "file": n} and n > 3
+    stored = [a.to_json() for a in store_with_alerts.list_alerts()]
+    assert sorted((tmp_path / "a.jsonl").read_text().splitlines()) == sorted(stored)  # appended batch after batch
+    assert json.loads((tmp_path / "l.json").read_text())["description"].startswith(f"{n % 3 or 3} kizashi")
+    assert deliver(store_with_alerts, [lines]).delivered == {}
+    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == n  # nothing twice
+    one = FileSink(tmp_path / "one.jsonl", "alerts", append=False, name="one")
+    deliver(store_with_alerts, [one], batch_size=n)
+    assert (tmp_path / "one.jsonl").read_text().splitlines() == stored  # a batch is in the store's order

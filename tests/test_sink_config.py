@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from _connector_alerts import all_alerts
 from _http_receivers import HecReceiver, WebhookReceiver
@@ -65,4 +67,70 @@ def test_bad_config_errors_name_the_problem(tmp_path, body, message):
     cfg = tmp_path / "sinks.yaml"
     cfg.write_text(body)
     with pytest.raises(ValueError, match=message):
+        load_sinks(cfg)
+
+
+def test_registry_keeps_every_contract_name_and_each_format_renders():
+    from kizashi.connectors.registry import FORMATTERS, SINKS, formatter
+
+    assert {"stix", "navigator", "cef", "leef", "ecs", "alerts"} <= set(FORMATTERS)
+    assert {"webhook", "splunk_hec", "elastic", "syslog", "stix_file", "taxii"} <= set(SINKS)
+    alerts, events = all_alerts()
+    for name in FORMATTERS:
+        f = formatter(name)
+        assert f.name == name
+        text = f.render(alerts, events)
+        if f.document:  # one JSON document for the batch
+            assert isinstance(json.loads(text), dict), name
+        else:  # one line per alert, each naming its alert
+            lines = text.splitlines()
+            assert len(lines) == len(alerts) and text.endswith("\n"), name
+            assert all(a.id in line for a, line in zip(alerts, lines, strict=True)), name
+    with pytest.raises(ValueError, match="unknown format 'pdf'"):
+        formatter("pdf")
+    with pytest.raises(ValueError, match="format navigator: .*colour"):
+        formatter("navigator", colour="red")
+
+
+def test_one_severity_table_for_every_receiver():
+    from kizashi.connectors.alertview import SEVERITY, view
+    from kizashi.connectors.elastic import ecs_document
+    from kizashi.connectors.syslog import CefFormatter, Rfc5424Formatter
+
+    alerts, events = all_alerts()
+    assert {a.level for a in alerts} >= {"high", "medium"}
+    for a in alerts:
+        s = SEVERITY[a.level]
+        assert CefFormatter().line(a, events).split("|")[6] == str(s.number)
+        assert Rfc5424Formatter().line(a, events).startswith(f"<{13 * 8 + s.syslog}>1 ")
+        assert ecs_document(view(a, events))["event"]["severity"] == s.score
+
+
+def test_file_sinks_from_yaml_append_lines_and_replace_documents(tmp_path):
+    from kizashi.connectors.files import FileSink
+
+    cfg = tmp_path / "sinks.yaml"
+    cfg.write_text(f"""
+sinks:
+  - {{name: cef-log, type: file, path: "{tmp_path / 'out' / 'alerts.cef'}", format: cef}}
+  - {{name: layer, type: file, path: "{tmp_path / 'out' / 'layer.json'}", format: navigator,
+     options: {{layer_name: soc}}}}
+""")
+    cef, layer = load_sinks(cfg)
+    assert isinstance(cef, FileSink) and cef.append and not layer.append
+    alerts, events = all_alerts()
+    cef.send(alerts[:2], events)
+    layer.send(alerts[:2], events)
+    cef.send(alerts[2:], events)
+    layer.send(alerts[2:], events)
+    lines = (tmp_path / "out" / "alerts.cef").read_text().splitlines()
+    assert [line.split("externalId=")[1].split(" ")[0] for line in lines] == [a.id for a in alerts]
+    doc = json.loads((tmp_path / "out" / "layer.json").read_text())
+    assert doc["name"] == "soc" and doc["description"].startswith(f"{len(alerts) - 2} kizashi alert(s)")
+    assert not list((tmp_path / "out").glob(".tmp-*"))  # the replace left no temporary file
+    cfg.write_text(f'sinks:\n  - {{name: s, type: file, path: "{tmp_path / "b.json"}", format: stix, append: true}}\n')
+    with pytest.raises(ValueError, match="cannot be appended"):
+        load_sinks(cfg)
+    cfg.write_text(f'sinks:\n  - {{name: s, type: file, path: "{tmp_path / "b.x"}", format: pdf}}\n')
+    with pytest.raises(ValueError, match="unknown format 'pdf'"):
         load_sinks(cfg)
