@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from .conditions import FrameView
-from .correlations import Correlator, Firing
+from .correlations import Correlator
 from .normalise import content_id, event_timestamp, normalise_event
-from .results import RuleResult, correlation_result, match_result
+from .results import RuleResult, correlation_results, match_result
 
 if TYPE_CHECKING:
     from .collection import RuleSet
@@ -60,10 +60,6 @@ class BatchEvaluator:
             results.extend(self._correlate(frame, ids, ts, {k: masks[k] for k in correlated}))
         results.sort(key=RuleResult.sort_key)
         return results
-
-    def _results(self, firings: list[Firing]) -> list[RuleResult]:
-        info = self.ruleset.info
-        return [correlation_result(info[f.correlation.key], f) for f in firings if info[f.correlation.key].emits]
 
     def _ids(self, frame: pd.DataFrame) -> list[str]:
         if self.id_field in frame.columns:
@@ -122,13 +118,13 @@ class BatchEvaluator:
         current: float | None = None
         for j, (row, t, p) in enumerate(zip(rows.tolist(), ts[rows].tolist(), pattern[rows].tolist(), strict=True)):
             if current is not None and t != current:
-                results.extend(self._results(correlator.release(current, batch)))
+                results.extend(correlation_results(self.ruleset.info, correlator.release(current, batch)))
                 batch = []
             current = t
             values = {f: col[j] for f, col in zip(names, col_lists, strict=True)}
             batch.append((t, ids[row], row, matched_of[p], values))
         if batch:
-            results.extend(self._results(correlator.release(current, batch)))
+            results.extend(correlation_results(self.ruleset.info, correlator.release(current, batch)))
         return results
 
 

@@ -263,50 +263,57 @@ class Node:
         raise NotImplementedError
 
 
-class AndNode(Node):
+class _JunctionNode(Node):
+    """AND / OR over several nodes (subclasses say which)."""
+
+    _reduce: Callable[[Iterable[bool]], bool]  # all | any
+    _start: bool  # the mask before any argument: all True for AND, all False for OR
+    _combine: Callable[..., np.ndarray]  # np.logical_and | np.logical_or
+
     def __init__(self, args: list[Node]):
         self.args = args
 
+    @staticmethod
+    def _pair(f: EventTest, g: EventTest) -> EventTest:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def match(self, event):
-        return all(a.match(event) for a in self.args)
+        return self._reduce(a.match(event) for a in self.args)
 
     def closure(self):
         fns = [a.closure() for a in self.args]
         if len(fns) == 1:
             return fns[0]
         if len(fns) == 2:
-            f, g = fns
-            return lambda e: f(e) and g(e)
-        return lambda e: all(f(e) for f in fns)
+            return self._pair(*fns)
+        reduce = self._reduce
+        return lambda e: reduce(f(e) for f in fns)
 
     def mask(self, frame):
-        out = np.ones(frame.n, dtype=bool)
+        out = np.full(frame.n, self._start, dtype=bool)
         for a in self.args:
-            out &= a.mask(frame)
+            self._combine(out, a.mask(frame), out=out)
         return out
 
 
-class OrNode(Node):
-    def __init__(self, args: list[Node]):
-        self.args = args
+class AndNode(_JunctionNode):
+    _reduce = staticmethod(all)
+    _start = True
+    _combine = staticmethod(np.logical_and)
 
-    def match(self, event):
-        return any(a.match(event) for a in self.args)
+    @staticmethod
+    def _pair(f, g):
+        return lambda e: f(e) and g(e)
 
-    def closure(self):
-        fns = [a.closure() for a in self.args]
-        if len(fns) == 1:
-            return fns[0]
-        if len(fns) == 2:
-            f, g = fns
-            return lambda e: f(e) or g(e)
-        return lambda e: any(f(e) for f in fns)
 
-    def mask(self, frame):
-        out = np.zeros(frame.n, dtype=bool)
-        for a in self.args:
-            out |= a.mask(frame)
-        return out
+class OrNode(_JunctionNode):
+    _reduce = staticmethod(any)
+    _start = False
+    _combine = staticmethod(np.logical_or)
+
+    @staticmethod
+    def _pair(f, g):
+        return lambda e: f(e) or g(e)
 
 
 class NotNode(Node):

@@ -118,6 +118,16 @@ def correlation_result(info: RuleInfo, firing: Firing) -> RuleResult:
     )
 
 
+def correlation_results(infos: Mapping[str, RuleInfo], firings: Iterable[Firing]) -> list[RuleResult]:
+    """The results of ``firings`` whose rule emits (a correlation used only by others stays silent)."""
+    out = []
+    for firing in firings:
+        info = infos[firing.correlation.key]
+        if info.emits:
+            out.append(correlation_result(info, firing))
+    return out
+
+
 def results_to_alerts(results: Iterable[RuleResult], events_by_id: Mapping[str, Any]) -> list[Alert]:
     """Rule results -> :class:`kizashi.engine.events.Alert` objects carrying the whole chain.
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .correlations import Correlator, Record
 from .normalise import content_id, event_timestamp, normalise_event
-from .results import RuleResult, correlation_result, match_result
+from .results import RuleResult, correlation_results, match_result
 
 if TYPE_CHECKING:
     from .collection import RuleSet
@@ -87,9 +87,7 @@ class StreamEvaluator:
         return results
 
     def _release_now(self, ts: float, records: list[Record]) -> list[RuleResult]:
-        info = self.ruleset.info
-        return [correlation_result(info[f.correlation.key], f) for f in self.correlator.release(ts, records)
-                if info[f.correlation.key].emits]
+        return correlation_results(self.ruleset.info, self.correlator.release(ts, records))
 
     def flush(self) -> list[RuleResult]:
         """End of input: release everything held back for lateness."""
