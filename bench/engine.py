@@ -171,7 +171,7 @@ def work_batch(n: int) -> dict:
 
 
 def work_sqlite(n: int) -> dict:
-    from kizashi.engine.sigma_export import ordered_collection
+    from kizashi.engine.sigma.export import ordered_collection
     from kizashi.rules import bundled_rules_path
     from sigma.backends.sqlite import sqliteBackend
 

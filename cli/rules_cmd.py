@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 from kizashi.engine.sigma import RuleLoadError, RuleSet, check_atlas_tags
-from kizashi.engine.sigma_export import TARGETS, ExportError, export
+from kizashi.engine.sigma.export import TARGETS, ExportError, export
 
 rules_app = typer.Typer(help="Sigma rules: check, evaluate over events, export to SIEM queries.", no_args_is_help=True)
 

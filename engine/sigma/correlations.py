@@ -11,8 +11,11 @@ is evaluated once per distinct (group, *t*) after all entries with that timestam
 that fired is quiet until a window no longer contains its last firing anchor (at most one result
 per group and timespan), so a campaign produces one alert, not one per event.
 
-The evaluator is a plain state machine fed in time order; the streaming evaluator and the batch
-evaluator feed it the same entries in the same order, so both give the same results.
+Two plain classes, no I/O and no rule-set internals: :class:`CompiledCorrelation` is one rule's
+state machine (``push`` entries at a time, ``advance`` to that time, ``snapshot``/``restore`` its
+state as JSON-able data), and :class:`Correlator` drives all of a rule set's correlations in
+dependency order, feeding each one's firings to the correlations over it. The stream and batch
+evaluators feed the driver the same records in the same order, so both give the same results.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from sigma.correlations import (
     SigmaExtendedCorrelationCondition,
 )
 
-from .sigma_match import UnsupportedRuleError, as_number
+from .exceptions import RuleLoadError, UnsupportedRuleError
+from .normalise import as_number, is_missing
+from .rule import rule_key, rule_references
 
 _OPS = {
     SigmaCorrelationConditionOperator.LT: lambda a, b: a < b,
@@ -74,10 +79,6 @@ def _display(value: Any) -> Any:
     return value
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 @dataclass(slots=True)
 class Entry:
     """One item in a correlation window: a base event, or an earlier correlation's result."""
@@ -90,7 +91,7 @@ class Entry:
     norm: Any = None  # value as compared (case-folded); computed once
 
     def __post_init__(self) -> None:
-        if self.norm is None and not _missing(self.value):
+        if self.norm is None and not is_missing(self.value):
             self.norm = group_key(self.value)
 
 
@@ -116,7 +117,7 @@ class Firing:
 class CompiledCorrelation:
     """One correlation rule: per-group windows, the metric and the condition."""
 
-    def __init__(self, rule: SigmaCorrelationRule, key: str, ref_keys: list[str], *, dedup: bool = True):
+    def __init__(self, rule: SigmaCorrelationRule, *, dedup: bool = True):
         where = f"correlation {rule.title!r}"
         if rule.type not in SUPPORTED_TYPES:
             raise UnsupportedRuleError(f"{where}: correlation type {rule.type} is not supported")
@@ -125,9 +126,9 @@ class CompiledCorrelation:
                 f"{where}: extended (boolean expression) correlation conditions are not supported"
             )
         self.rule = rule
-        self.key = key
+        self.key = rule_key(rule)
         self.type = str(rule.type).lower() if not hasattr(rule.type, "name") else rule.type.name.lower()
-        self.ref_keys = ref_keys  # slot i -> rule key
+        self.ref_keys = [rule_key(ref.rule) for ref in rule.rules]  # slot i -> rule key
         self.span = float(rule.timespan.seconds)
         if self.span <= 0:
             raise UnsupportedRuleError(f"{where}: timespan must be positive")
@@ -135,12 +136,7 @@ class CompiledCorrelation:
         self.condition = rule.condition
         self.op = _OPS[rule.condition.op]
         self.count = rule.condition.count
-        field_ = rule.condition.fieldref
-        if isinstance(field_, list):
-            if len(field_) != 1:
-                raise UnsupportedRuleError(f"{where}: a condition over several fields is not supported")
-            field_ = field_[0]
-        self.value_field: str | None = field_
+        self.value_field: str | None = _value_field(rule, where)
         if self.type == "value_percentile":
             p = rule.condition.percentile
             if p is None or not 0 <= p <= 100:
@@ -148,20 +144,12 @@ class CompiledCorrelation:
             self.percentile = float(p)
         elif self.type == "value_median":
             self.percentile = 50.0
-        aliases: dict[str, dict[str, str]] = {}
-        for alias in rule.aliases:
-            aliases[alias.alias] = {}
-            for ref, fname in alias.mapping.items():
-                target = getattr(ref, "rule", None)  # pySigma may leave alias references unresolved
-                for k in _rule_keys(target):
-                    aliases[alias.alias][k] = fname
-                aliases[alias.alias][ref.reference] = fname
-        self.aliases = aliases
+        self.aliases = _aliases(rule)
         # per slot: the field names holding the group-by values and the condition value
         self.slot_group_fields: list[list[str]] = []
         self.slot_value_field: list[str | None] = []
         for ref in rule.rules:
-            keys = {ref.reference, *_rule_keys(ref.rule)}
+            keys = {ref.reference, *rule_references(ref.rule)}
             self.slot_group_fields.append([self._resolve(g, keys) for g in self.group_by])
             self.slot_value_field.append(self._resolve(self.value_field, keys) if self.value_field else None)
         self._slot_specs = [
@@ -191,7 +179,7 @@ class CompiledCorrelation:
         return out
 
     # -- feeding ---------------------------------------------------------------------------
-    def add(self, ts: float, seq: str, chain: list, matched_keys: Iterable[str], values: Mapping[str, Any]) -> None:
+    def push(self, ts: float, seq: str, chain: list, matched_keys: Iterable[str], values: Mapping[str, Any]) -> None:
         """Queue one matched item (base event or inner result) at ``ts``; ``values`` holds its fields."""
         by_group: dict[tuple, tuple[set[int], dict[str, Any], Any]] = {}
         for slot, ref_key, fields, vfield in self._slot_specs:
@@ -317,14 +305,15 @@ class CompiledCorrelation:
         return sum(len(w.entries) for w in self.windows.values())
 
     # -- snapshot ------------------------------------------------------------------------------
-    def dump(self) -> list:
+    def snapshot(self) -> list:
+        """The windows as JSON-able data (for :meth:`restore` after a restart)."""
         return [
             [list(key), w.display, w.last_fired,
              [[e.ts, e.seq, [list(c) for c in e.chain], sorted(e.slots), e.value] for e in w.entries]]
             for key, w in self.windows.items()
         ]
 
-    def load(self, data: list) -> None:
+    def restore(self, data: list) -> None:
         self.windows = {}
         for key, display, last_fired, entries in data:
             self.windows[_tuplify(key)] = GroupWindow(
@@ -335,16 +324,127 @@ class CompiledCorrelation:
             )
 
 
+def _value_field(rule: SigmaCorrelationRule, where: str) -> str | None:
+    """The one field a value_* condition reads (``condition.field``), or None."""
+    field_ = rule.condition.fieldref
+    if isinstance(field_, list):
+        if len(field_) != 1:
+            raise UnsupportedRuleError(f"{where}: a condition over several fields is not supported")
+        field_ = field_[0]
+    return field_
+
+
+def _aliases(rule: SigmaCorrelationRule) -> dict[str, dict[str, str]]:
+    """alias -> {reference of a rule (id or name) -> that rule's field name}."""
+    aliases: dict[str, dict[str, str]] = {}
+    for alias in rule.aliases:
+        aliases[alias.alias] = {}
+        for ref, fname in alias.mapping.items():
+            target = getattr(ref, "rule", None)  # pySigma may leave alias references unresolved
+            for k in rule_references(target):
+                aliases[alias.alias][k] = fname
+            aliases[alias.alias][ref.reference] = fname
+    return aliases
+
+
 def _tuplify(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_tuplify(v) for v in value)
     return value
 
 
-def _rule_keys(rule: Any) -> list[str]:
-    keys = []
-    if getattr(rule, "id", None):
-        keys.append(str(rule.id))
-    if getattr(rule, "name", None):
-        keys.append(str(rule.name))
-    return keys
+def dependency_order(rules: Iterable[SigmaCorrelationRule]) -> list[SigmaCorrelationRule]:
+    """Correlation rules with every correlation after the correlations it references (inner first);
+    a correlation that references itself, directly or not, raises :class:`RuleLoadError`."""
+    order: list[SigmaCorrelationRule] = []
+    seen: set[str] = set()
+
+    def visit(rule: SigmaCorrelationRule, stack: tuple[str, ...]) -> None:
+        key = rule_key(rule)
+        if key in seen:
+            return
+        if key in stack:
+            raise RuleLoadError(f"correlation {rule.title!r} references itself through {stack}")
+        for ref in rule.rules or []:
+            if isinstance(ref.rule, SigmaCorrelationRule):
+                visit(ref.rule, (*stack, key))
+        seen.add(key)
+        order.append(rule)
+
+    for rule in rules:
+        visit(rule, ())
+    return order
+
+
+# -- the driver ------------------------------------------------------------------------------------
+
+#: a matched event as the driver sees it: (time, event id, arrival, matched rule keys, field values)
+Record = tuple[float, str, int, tuple[str, ...], dict[str, Any]]
+
+
+class Correlator:
+    """Feeds matched records to correlations in time order; a correlation's firings feed the
+    correlations over it (chaining).
+
+    A record is ``(ts, event_id, arrival, matched rule keys, field values)``: records are ordered by
+    time, then event id (so the arrival order of simultaneous events does not matter), then arrival.
+    """
+
+    SWEEP_BUDGET = 8  # groups swept per correlation and released timestamp
+
+    def __init__(self, correlations: Iterable[CompiledCorrelation]):
+        """``correlations`` in :func:`dependency_order`, each a fresh state machine."""
+        self.correlations = list(correlations)
+        self.consumers: dict[str, list[CompiledCorrelation]] = {}
+        for corr in self.correlations:
+            for key in set(corr.ref_keys):
+                self.consumers.setdefault(key, []).append(corr)
+        self.needed_fields = sorted({f for c in self.correlations for f in c.needed_fields()})
+        self.released_ts: float | None = None
+        self._users: dict[tuple, list[CompiledCorrelation]] = {}
+
+    def release(self, ts: float, records: list[Record]) -> list[Firing]:
+        """Process all records at one timestamp (sorted by event id, then arrival): every firing, in
+        dependency order (also those of correlations that only feed others)."""
+        for rts, eid, _arrival, keys, values in records:
+            users = self._users.get(keys)
+            if users is None:  # the correlations consuming any of these rules, each once
+                users = self._users[keys] = list(
+                    {id(c): c for k in keys for c in self.consumers.get(k, ())}.values()
+                )
+            chain = [(rts, eid)]
+            for corr in users:
+                corr.push(rts, eid, chain, keys, values)
+        firings: list[Firing] = []
+        for corr in self.correlations:
+            if not corr.pending:
+                continue
+            for firing in corr.advance(ts):
+                firings.append(firing)
+                order = firing.chain[-1][1] if firing.chain else ""
+                for outer in self.consumers.get(corr.key, ()):
+                    outer.push(firing.ts, order, firing.chain, [corr.key], firing.group)
+        if self.released_ts is None or ts > self.released_ts:
+            self.released_ts = ts
+        for corr in self.correlations:  # a few idle groups per step: bounded state, no long pauses
+            corr.evict_some(self.released_ts, self.SWEEP_BUDGET)
+        return firings
+
+    def evict(self) -> None:
+        """Drop everything no window after the last released time can hold."""
+        if self.released_ts is not None:
+            for corr in self.correlations:
+                corr.evict(self.released_ts)
+
+    def state_size(self) -> int:
+        return sum(c.state_size() for c in self.correlations)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The driver's state as JSON-able data: the released time and each correlation's windows."""
+        return {"released_ts": self.released_ts,
+                "correlations": {c.key: c.snapshot() for c in self.correlations}}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.released_ts = state["released_ts"]
+        for corr in self.correlations:
+            corr.restore(state["correlations"].get(corr.key, []))

@@ -18,10 +18,9 @@ Anything the evaluator cannot honour is refused when the rule is loaded (:class:
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from ipaddress import ip_address
 from typing import Any
 
@@ -55,86 +54,14 @@ from sigma.types import (
     TimestampPart,
 )
 
+from .exceptions import UnsupportedRuleError
+from .normalise import as_datetime, as_number, as_text, is_missing
+
 ValueTest = Callable[[Any], bool]
 EventTest = Callable[[Mapping[str, Any]], bool]
 
 #: distinct values remembered per leaf before the memo is cleared (bounds memory on unique ids)
 MEMO_LIMIT = 65536
-
-
-class UnsupportedRuleError(ValueError):
-    """pySigma parsed the rule, but kizashi cannot evaluate it faithfully."""
-
-
-# -- event normalisation ------------------------------------------------------------------------
-
-
-def flatten_json(event: Mapping[str, Any], prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Nested JSON object -> flat dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``); lists are kept."""
-    out = {} if out is None else out
-    for key, value in event.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            if value:
-                flatten_json(value, name + ".", out)
-            else:
-                out[name] = value
-        else:
-            out[name] = value
-    return out
-
-
-def as_text(value: Any) -> str:
-    """The text a string pattern is matched against (Sigma compares numbers by their text too)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
-        return str(int(value))
-    return str(value)
-
-
-def as_number(value: Any) -> float | None:
-    """A finite number from an int, float or numeric string; ``None`` otherwise (booleans too)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float | np.integer | np.floating):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return None
-    else:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def as_datetime(value: Any) -> datetime | None:
-    """An aware UTC datetime from a datetime, ISO 8601 text (``Z`` allowed) or epoch seconds."""
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    number = as_number(value)
-    if number is not None:
-        try:
-            return datetime.fromtimestamp(number, UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
-    return None
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 # -- value tests ----------------------------------------------------------------------------------
@@ -290,10 +217,10 @@ def any_element(test: ValueTest) -> ValueTest:
     """Lift a scalar test to a field value: missing never matches, a list matches if any element does."""
 
     def lifted(v: Any) -> bool:
-        if _is_missing(v):
+        if is_missing(v):
             return False
         if isinstance(v, list | tuple):
-            return any(test(x) for x in v if not _is_missing(x))
+            return any(test(x) for x in v if not is_missing(x))
         if isinstance(v, Mapping):
             return False
         return test(v)
@@ -336,50 +263,57 @@ class Node:
         raise NotImplementedError
 
 
-class AndNode(Node):
+class _JunctionNode(Node):
+    """AND / OR over several nodes (subclasses say which)."""
+
+    _reduce: Callable[[Iterable[bool]], bool]  # all | any
+    _start: bool  # the mask before any argument: all True for AND, all False for OR
+    _combine: Callable[..., np.ndarray]  # np.logical_and | np.logical_or
+
     def __init__(self, args: list[Node]):
         self.args = args
 
+    @staticmethod
+    def _pair(f: EventTest, g: EventTest) -> EventTest:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def match(self, event):
-        return all(a.match(event) for a in self.args)
+        return self._reduce(a.match(event) for a in self.args)
 
     def closure(self):
         fns = [a.closure() for a in self.args]
         if len(fns) == 1:
             return fns[0]
         if len(fns) == 2:
-            f, g = fns
-            return lambda e: f(e) and g(e)
-        return lambda e: all(f(e) for f in fns)
+            return self._pair(*fns)
+        reduce = self._reduce
+        return lambda e: reduce(f(e) for f in fns)
 
     def mask(self, frame):
-        out = np.ones(frame.n, dtype=bool)
+        out = np.full(frame.n, self._start, dtype=bool)
         for a in self.args:
-            out &= a.mask(frame)
+            self._combine(out, a.mask(frame), out=out)
         return out
 
 
-class OrNode(Node):
-    def __init__(self, args: list[Node]):
-        self.args = args
+class AndNode(_JunctionNode):
+    _reduce = staticmethod(all)
+    _start = True
+    _combine = staticmethod(np.logical_and)
 
-    def match(self, event):
-        return any(a.match(event) for a in self.args)
+    @staticmethod
+    def _pair(f, g):
+        return lambda e: f(e) and g(e)
 
-    def closure(self):
-        fns = [a.closure() for a in self.args]
-        if len(fns) == 1:
-            return fns[0]
-        if len(fns) == 2:
-            f, g = fns
-            return lambda e: f(e) or g(e)
-        return lambda e: any(f(e) for f in fns)
 
-    def mask(self, frame):
-        out = np.zeros(frame.n, dtype=bool)
-        for a in self.args:
-            out |= a.mask(frame)
-        return out
+class OrNode(_JunctionNode):
+    _reduce = staticmethod(any)
+    _start = False
+    _combine = staticmethod(np.logical_or)
+
+    @staticmethod
+    def _pair(f, g):
+        return lambda e: f(e) or g(e)
 
 
 class NotNode(Node):
@@ -422,10 +356,10 @@ class NullNode(Node):
         self.field = field
 
     def match(self, event):
-        return _is_missing(event.get(self.field))
+        return is_missing(event.get(self.field))
 
     def mask(self, frame):
-        return frame.apply(self.field, _is_missing)
+        return frame.apply(self.field, is_missing)
 
 
 class ExistsNode(Node):
@@ -436,7 +370,7 @@ class ExistsNode(Node):
         self.wanted = wanted
 
     def _test(self, v: Any) -> bool:
-        return (not _is_missing(v)) is self.wanted
+        return (not is_missing(v)) is self.wanted
 
     def match(self, event):
         return self._test(event.get(self.field))
@@ -455,7 +389,7 @@ class FieldRefNode(Node):
         self.ends = ref.ends_with
 
     def _pair(self, a: Any, b: Any) -> bool:
-        if _is_missing(a) or _is_missing(b) or isinstance(a, list | tuple | Mapping) or isinstance(
+        if is_missing(a) or is_missing(b) or isinstance(a, list | tuple | Mapping) or isinstance(
             b, list | tuple | Mapping
         ):
             return False

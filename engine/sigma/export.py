@@ -17,7 +17,6 @@ Where the upstream backends fail, kizashi writes the query itself:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +29,10 @@ from sigma.exceptions import SigmaError
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import FieldMappingTransformation
 from sigma.rule import SigmaRule
+
+from .correlations import dependency_order
+from .exceptions import RuleLoadError
+from .rule import rule_key
 
 TARGETS = ("splunk", "esql", "eql", "lucene", "sqlite")
 
@@ -109,27 +112,10 @@ def ordered_collection(texts: list[str]) -> SigmaCollection:
     for rule in rules:
         if isinstance(rule, SigmaCorrelationRule):
             rule.resolve_rule_references(collection)
-    order: list[Any] = [r for r in rules if isinstance(r, SigmaRule)]
-    done: set[int] = set()
-
-    def visit(rule: SigmaCorrelationRule) -> None:
-        if id(rule) in done:
-            return
-        done.add(id(rule))
-        for ref in rule.rules or []:
-            if isinstance(ref.rule, SigmaCorrelationRule):
-                visit(ref.rule)
-        order.append(rule)
-
-    for rule in rules:
-        if isinstance(rule, SigmaCorrelationRule):
-            visit(rule)
+    correlations = [r for r in rules if isinstance(r, SigmaCorrelationRule)]
+    order: list[Any] = [r for r in rules if isinstance(r, SigmaRule)] + dependency_order(correlations)
     collection.rules = order
     return collection
-
-
-def _key(rule: Any) -> str:
-    return str(rule.id) if rule.id else str(rule.name or rule.title)
 
 
 def _span(seconds: int) -> str:
@@ -145,7 +131,7 @@ def export(texts: list[str], target: str) -> list[ExportedQuery]:
         raise ExportError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     try:
         collection = ordered_collection(texts)
-    except SigmaError as exc:
+    except (SigmaError, RuleLoadError) as exc:
         raise ExportError(str(exc)) from None
     backend = _backend(target)
     # the pipeline must be applied to every rule first (correlations reuse the base rules' output)
@@ -157,26 +143,26 @@ def export(texts: list[str], target: str) -> list[ExportedQuery]:
                 queries = [str(q) for q in backend.convert_rule(rule)]
             except SigmaError as exc:
                 raise ExportError(f"rule {rule.title!r}: {target}: {exc}") from None
-            base_queries[_key(rule)] = queries
-            out.append(ExportedQuery(_key(rule), rule.name, rule.title, "detection", "\n".join(queries), "pysigma"))
+            base_queries[rule_key(rule)] = queries
+            out.append(ExportedQuery(rule_key(rule), rule.name, rule.title, "detection", "\n".join(queries), "pysigma"))
     for rule in collection.rules:
         if not isinstance(rule, SigmaCorrelationRule):
             continue
         refused = _refused(rule, target)
         if refused:
-            out.append(ExportedQuery(_key(rule), rule.name, rule.title, "correlation", "", "none", refused))
+            out.append(ExportedQuery(rule_key(rule), rule.name, rule.title, "correlation", "", "none", refused))
             continue
         own = _own_correlation_query(rule, target, base_queries)
         if own is not None:
-            out.append(ExportedQuery(_key(rule), rule.name, rule.title, "correlation", own, "kizashi"))
+            out.append(ExportedQuery(rule_key(rule), rule.name, rule.title, "correlation", own, "kizashi"))
             continue
         try:
             queries = [str(q) for q in backend.convert_correlation_rule(rule)]
         except (SigmaError, NotImplementedError) as exc:
             note = f"the {target} backend cannot convert {rule.type.name.lower()} correlations: {exc}"
-            out.append(ExportedQuery(_key(rule), rule.name, rule.title, "correlation", "", "none", note))
+            out.append(ExportedQuery(rule_key(rule), rule.name, rule.title, "correlation", "", "none", note))
             continue
-        out.append(ExportedQuery(_key(rule), rule.name, rule.title, "correlation", "\n".join(queries), "pysigma",
+        out.append(ExportedQuery(rule_key(rule), rule.name, rule.title, "correlation", "\n".join(queries), "pysigma",
                                  APPROXIMATIONS.get((target, rule.type.name.lower()), APPROXIMATIONS.get(target))))
     return out
 
@@ -209,7 +195,7 @@ def _step_queries(rule: SigmaCorrelationRule, base_queries: dict[str, list[str]]
     for ref in rule.rules:
         if isinstance(ref.rule, SigmaCorrelationRule):
             raise ExportError(f"correlation {rule.title!r}: a temporal_ordered step over a correlation cannot be exported")
-        queries = base_queries[_key(ref.rule)]
+        queries = base_queries[rule_key(ref.rule)]
         steps.append(" OR ".join(f"({q})" for q in queries) if len(queries) > 1 else queries[0])
     return steps
 
@@ -236,7 +222,7 @@ def _own_correlation_query(rule: SigmaCorrelationRule, target: str, base: dict[s
             f"| streamstats time_window={span}s list(sigma_step) as sigma_steps{by}\n"
             f"| eval sigma_sequence=\",\".mvjoin(sigma_steps, \",\").\",\"\n"
             f"| where match(sigma_sequence, \",{regex},\")\n"
-            f"| eval sigma_rule=\"{rule.name or _key(rule)}\", sigma_order=\"{pattern}\""
+            f"| eval sigma_rule=\"{rule.name or rule_key(rule)}\", sigma_order=\"{pattern}\""
         )
     # ES|QL: fixed buckets of the timespan; exact ordering test for two steps
     if len(steps) != 2:
@@ -254,7 +240,3 @@ def _own_correlation_query(rule: SigmaCorrelationRule, target: str, base: dict[s
         "| WHERE sigma_first IS NOT NULL AND sigma_last IS NOT NULL AND sigma_first < sigma_last"
     )
 
-
-def sqlite_plan_query(text: str) -> str:
-    """Strip a trailing semicolon so the SQLite query can be wrapped (used by tests and bench)."""
-    return re.sub(r";\s*$", "", text)
