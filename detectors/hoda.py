@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._stream_common import QueryStreamDetector, check_positive_int
-from .base import check_array, register
+from .base import Need, Needs, StreamDetector, check_array, check_positive_int, register
 from .models import as_model
 
 
@@ -29,7 +28,7 @@ class _HodaState:
 
 
 @register("hoda")
-class HODA(QueryStreamDetector):
+class HODA(StreamDetector):
     """Hardness degree of each query = how often its predicted label changes across subsequent
     training checkpoints of the model; an account's histogram of hardness degrees over its last
     ``n_queries`` queries is compared with the benign histogram by Pearson distance (1 - r); alarm
@@ -45,6 +44,7 @@ class HODA(QueryStreamDetector):
     """
 
     method = "sadeghzadeh2021-hoda"
+    needs = Needs(trusted_data=Need.REQUIRED, labels=Need.REQUIRED, model=Need.OPTIONAL, probabilities=Need.OPTIONAL)
     calibration_with_replacement = True
 
     def __init__(self, n_checkpoints: int = 11, epochs_per_checkpoint: int = 2, hidden: tuple[int, ...] = (64,),

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import DataDetector, Report, check_array, register
+from .base import DatasetDetector, Need, Needs, Report, register
 from .models import as_model
 
 #: share of each class (top spectral scores) whose label consistency decides the verdict
@@ -33,8 +33,9 @@ VERDICT_SHARE = 0.075
 
 
 @register("spectral_signature")
-class SpectralSignature(DataDetector):
+class SpectralSignature(DatasetDetector):
     method = "tran2018-spectral-signature"
+    needs = Needs(labels=Need.REQUIRED, model=Need.OPTIONAL, activations=Need.OPTIONAL)
 
     def __init__(self, eps: float = 0.35, disagreement_threshold: float = 0.45, n_neighbors: int = 10,
                  min_class_size: int = 10):
@@ -60,11 +61,7 @@ class SpectralSignature(DataDetector):
         verdict (a second view steadies it when the top samples are few); none by default."""
         return []
 
-    def inspect(self, X: Any, y: Any, *, model: Any = None) -> Report:
-        X = check_array(X)
-        y = np.asarray(y)
-        if y.shape != (len(X),):
-            raise ValueError(f"y must have one label per sample: {y.shape} for {len(X)} samples")
+    def _inspect(self, X: np.ndarray, y: np.ndarray, model: Any) -> Report:
         if not 0 < self.eps < 0.5:
             raise ValueError(f"eps must be in (0, 0.5), got {self.eps}")
         from sklearn.neighbors import NearestNeighbors
