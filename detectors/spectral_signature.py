@@ -9,13 +9,11 @@ kizashi addition, so that the detector can *report* rather than only filter: for
 top 7.5% samples by spectral score are checked for label consistency in input space (share
 of their ``n_neighbors`` nearest training inputs carrying another label; BadNets poisons are images of
 other digits relabelled to the target). The class where that share is highest, if above
-``disagreement_threshold``, is reported as the backdoor target and only its top samples are flagged.
-On clean digits the per-class share stays below about 0.3; at 5-10% BadNets poisoning the target
-class reaches 0.5-0.65 (tests/test_detectors_data_spectral.py); at 1% it is not separable. When
-about half of a class is poison (10% BadNets poison overall on digits), the fit centres on the
-poisons and the least outlying samples are the label-inconsistent ones. If those are more
-inconsistent than the top-scored samples, that class's score is reversed and
-``details["poison_majority"]`` is set. Representations: the model's last hidden layer
+``disagreement_threshold``, is reported as the backdoor target and only its top samples are flagged
+(measured shares: docs/detectors.md). When about half of a class is poison (10% BadNets poison
+overall on digits), the fit centres on the poisons and the least outlying samples are the
+label-inconsistent ones; if those are more inconsistent than the top-scored samples, that class's
+score is reversed and ``details["poison_majority"]`` is set. Representations: the model's last hidden layer
 (``model.features``), else the raw inputs. Deterministic (an SVD, no randomness).
 """
 

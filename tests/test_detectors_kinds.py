@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 from kizashi import detectors
 from kizashi.cli.main import app
-from kizashi.detectors import (
+from kizashi.detectors.base import (
     KINDS,
     DatasetDetector,
     InputDetector,
     ModelDetector,
     Need,
     Needs,
+    NotFittedError,
     Report,
     StreamDetector,
 )
-from kizashi.detectors.base import NotFittedError
 from typer.testing import CliRunner
 
 BASES = {"stream": StreamDetector, "input": InputDetector, "dataset": DatasetDetector, "model": ModelDetector}
