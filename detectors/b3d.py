@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .base import ModelDetector, Need, Needs, Report, register
-from .models import distilled_reference
+from .models import distilled_reference, provides
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -130,10 +130,10 @@ class B3D(ModelDetector):
         if self.gradient not in ("auto", "nes", "exact"):
             raise ValueError(f"gradient must be 'auto', 'nes' (black-box, probabilities only) or 'exact', "
                              f"got {self.gradient!r}")
-        if self.gradient == "exact" and not hasattr(m, "loss_gradient"):
+        if self.gradient == "exact" and not provides(m, "gradients"):
             raise ValueError("b3d gradient='exact' needs a model with input gradients (a scikit-learn MLP or "
                              "linear model); use gradient='nes' for a black-box model")
-        self._exact = self.gradient == "exact" or (self.gradient == "auto" and hasattr(m, "loss_gradient"))
+        self._exact = self.gradient == "exact" or (self.gradient == "auto" and provides(m, "gradients"))
         self._lam = self.lam if self.lam is not None else (0.7 if self._exact else 0.1)
         rng = np.random.default_rng(self.random_state)
         X_all = X

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .base import ModelDetector, Need, Needs, Report, register
-from .models import distilled_reference
+from .models import distilled_reference, provides
 
 
 @register("top")
@@ -75,7 +75,7 @@ class TOP(ModelDetector):
         return rates, success
 
     def _inspect_model(self, m: Any, X: np.ndarray) -> Report:
-        if not hasattr(m, "class_gradient"):
+        if not provides(m, "gradients"):
             raise ValueError("top needs a model with input gradients (a scikit-learn MLP or linear model)")
         rates, success = self._transfer_rates(m, X, np.random.default_rng(self.random_state))
         reference = np.median([self._transfer_rates(distilled_reference(m, X, seed=self.random_state + k,

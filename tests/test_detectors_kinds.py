@@ -139,3 +139,29 @@ def test_cli_lists_kinds_and_needs_and_checks_kinds(tmp_path):
     assert r.exit_code == 2 and "is a model detector" in r.stderr
     r = runner.invoke(app, ["scan-data", str(tmp_path / "d.npz"), "--detector", "activation_clustering"])
     assert r.exit_code == 2 and "--model" in r.stderr
+
+
+def test_model_adapters_declare_what_they_provide(small):
+    from kizashi.detectors.models import as_model, provides
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.svm import SVC
+
+    X, y, lr = small
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlp = MLPClassifier((8,), max_iter=20, random_state=0).fit(X, y)
+    svc = SVC(probability=True, random_state=0).fit(X, y)
+    assert as_model(mlp).provides == {"probabilities", "logits", "activations", "gradients"}
+    assert as_model(lr).provides == {"probabilities", "logits", "gradients"}
+    assert as_model(svc).provides == {"probabilities", "logits"}  # kernel SVC: no input gradient
+
+    class BlackBox:
+        def predict_proba(self, X):
+            return svc.predict_proba(X)
+
+    assert [o for o in ("probabilities", "logits", "activations", "gradients") if provides(BlackBox(), o)] == [
+        "probabilities"]
+    with pytest.raises(ValueError, match="unknown model output"):
+        provides(lr, "weights")
+    with pytest.raises(ValueError, match="input gradients"):  # declared need, checked before any work
+        detectors.create("top").inspect_model(svc, X[:20])
