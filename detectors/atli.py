@@ -33,7 +33,7 @@ class AtliOOD(StreamDetector):
     Atli et al. observe that Knockoff-style extraction draws its queries from a distribution other
     than the victim's, and propose a binary classifier separating in- from out-of-distribution
     queries, with a client flagged when too many of its queries are out-of-distribution. With
-    ``fit(..., X_ood=...)`` that is what this does (a logistic regression on in- vs
+    ``fit(..., X_ood=...)`` (examples of attack queries: ``needs.adversarial_examples``) that is what this does (a logistic regression on in- vs
     out-of-distribution examples). Without ``X_ood`` (a defender rarely knows the attacker's data)
     a one-class stand-in is used instead: Mahalanobis distance in a PCA of the benign data, a query
     being out-of-distribution above the ``1 - query_fpr`` quantile of held-out benign distances.

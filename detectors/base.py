@@ -152,7 +152,8 @@ class Needs:
     * ``labels``: true class labels ``y`` of the data it learns from or inspects.
     * ``trusted_data``: data known to be clean, to ``fit`` on (benign reference queries, clean
       inputs, a trusted clean training subset) before scoring or inspecting.
-    * ``adversarial_examples``: known adversarial examples to learn from (``fit(..., X_adv=...)``).
+    * ``adversarial_examples``: known attack examples to learn from (``fit(..., X_adv=...)``;
+      ``atli``'s out-of-distribution queries ``X_ood``).
     * ``model``: the protected or suspect model (anything with ``predict_proba``).
     * ``probabilities``, ``logits``, ``activations`` (hidden layer), ``gradients`` (input
       gradients): what the detector asks the model adapter for.

@@ -38,7 +38,8 @@ class HODA(StreamDetector):
     ``0 .. n_checkpoints - 1``, Pearson distance between histograms, a fixed number of queries per
     decision (the paper: 100). Deviations: ``fit(X, y)`` trains its own scikit-learn MLP on
     ``(X, y)`` and keeps ``n_checkpoints`` snapshots (``epochs_per_checkpoint`` epochs apart) unless
-    ``checkpoints=`` gives the protected model's own snapshots (any models with ``predict_proba``);
+    ``checkpoints=`` gives the protected model's own snapshots (any models with ``predict_proba``; then
+    the labels ``needs`` declares are not used);
     the benign histogram comes from ``X_calib`` (held-out benign queries) when given, else from
     ``X``. The window slides, so the test runs at every query once it is full.
     """

@@ -150,14 +150,14 @@ def test_model_adapters_declare_what_they_provide(small):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mlp = MLPClassifier((8,), max_iter=20, random_state=0).fit(X, y)
-    svc = SVC(probability=True, random_state=0).fit(X, y)
+    svc = SVC().fit(X, y)  # probabilities: a softmax of its decision function
     assert as_model(mlp).provides == {"probabilities", "logits", "activations", "gradients"}
     assert as_model(lr).provides == {"probabilities", "logits", "gradients"}
     assert as_model(svc).provides == {"probabilities", "logits"}  # kernel SVC: no input gradient
 
     class BlackBox:
         def predict_proba(self, X):
-            return svc.predict_proba(X)
+            return as_model(svc).predict_proba(X)
 
     assert [o for o in ("probabilities", "logits", "activations", "gradients") if provides(BlackBox(), o)] == [
         "probabilities"]
