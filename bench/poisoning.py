@@ -170,13 +170,13 @@ def art_defence(name, model, Xp, yp, rate):
 
 def run_detector(name, sc: Poisoned, model, rate):
     """(flagged indices, target class, dataset verdict) of one detector on one poisoned set."""
-    from kizashi.detectors import create
+    from kizashi.detectors import Need, create
 
     if name.startswith("art_"):
         flagged = art_defence(name, model, sc.X, sc.y, rate)
         return flagged, None, len(flagged) > 0
     det = create(name)
-    if det.learns_from_trusted_data():
+    if det.needs.trusted_data is Need.REQUIRED:
         det.fit(*sc.trusted, model=model)
     rep = det.inspect(sc.X, sc.y, model=model)
     return rep.flagged, rep.target_class, rep.suspicious

@@ -99,12 +99,15 @@ def build_traffic(task: query_sim.DigitsTask, *, benign_pool: np.ndarray, n_beni
 
 
 def fit_detector(name: str, task: query_sim.DigitsTask, X_ref: np.ndarray, ref_times: tuple) -> Any:
+    """Fit ``name`` on what it needs: benign query times, training labels (HODA trains its own
+    checkpoints; benign queries calibrate), the model's answers, or benign inputs and the model."""
     det = detectors.create(name)
-    if name == "query_rate":
+    needs, required = det.needs, detectors.Need.REQUIRED
+    if needs.query_times is required:
         return det.fit(*ref_times)
-    if name == "hoda":
+    if needs.labels is required:
         return det.fit(task.X_train, task.y_train, X_calib=X_ref)
-    if name in ("label_distribution", "prada"):
+    if needs.predictions is required:
         return det.fit(X_ref, task.model.predict(X_ref))
     return det.fit(task.X_train, model=task.model)
 

@@ -22,24 +22,29 @@ def _fail(msg: str) -> None:
 detectors_app = typer.Typer(help="The detector registry.", no_args_is_help=True)
 
 
+def _needs_text(needs: dict[str, str]) -> str:
+    """``labels, model, activations?``: required needs, then optional ones marked ``?``."""
+    return ", ".join([k for k, v in needs.items() if v == "required"] + [f"{k}?" for k, v in needs.items()
+                                                                         if v == "optional"]) or "-"
+
+
 @detectors_app.command("list")
 def detectors_list(format: Annotated[str, typer.Option("--format", help="table | json")] = "table") -> None:
-    """Registered detectors with the catalogue method each implements."""
+    """Registered detectors: kind, what each needs (``?`` = optional) and the catalogue method it implements."""
     rows = []
     for name in detectors.available():
         cls = detectors.get(name)
         m = cls.catalogue_entry()
-        kind = ("stream" if issubclass(cls, detectors.StreamDetector) else
-                "input" if issubclass(cls, detectors.InputDetector) else "data/model")
-        rows.append({"name": name, "kind": kind, "method": cls.method, "ref": m.ref if m else None,
-                     "stage": m.stage if m else None, "attack": m.attack if m else None,
-                     "atlas": list(m.atlas) if m else []})
+        rows.append({"name": name, "kind": cls.kind, "needs": cls.needs.as_dict(), "method": cls.method,
+                     "ref": m.ref if m else None, "stage": m.stage if m else None,
+                     "attack": m.attack if m else None, "atlas": list(m.atlas) if m else []})
     if format == "json":
         typer.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
         ref = f"[{r['ref']}]" if r["ref"] else "-"
-        typer.echo(f"{r['name']:<22} {r['kind']:<10} {ref:<5} {r['stage'] or '':<10} {r['attack'] or '':<11} {r['method']}")
+        typer.echo(f"{r['name']:<22} {r['kind']:<8} {ref:<5} {r['stage'] or '':<10} {r['attack'] or '':<11} "
+                   f"{r['method']:<32} needs: {_needs_text(r['needs'])}")
 
 
 def _load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -83,13 +88,16 @@ def _emit(events, out: str | None, db: str | None) -> None:
         typer.echo(json.dumps({"stored": res.stored, "alerts": len(res.alerts)}), err=True)
 
 
-def _detector_names(spec: str) -> list[str]:
+def _detector_names(spec: str, kind: str) -> list[str]:
+    """The comma list ``spec`` of registered detectors, each of ``kind``."""
     names = [n.strip() for n in spec.split(",") if n.strip()]
     for n in names:
         try:
-            detectors.get(n)
+            cls = detectors.get(n)
         except KeyError as exc:
             _fail(str(exc).strip("'\""))
+        if cls.kind != kind:
+            _fail(f"{n} is a {cls.kind} detector, not a {kind} detector (see `kizashi detectors list`)")
     return names
 
 
@@ -104,7 +112,7 @@ def scan_data(
     db: Annotated[str | None, typer.Option("--db", help="also ingest the events into this store")] = None,
 ) -> None:
     """Inspect a training set for poisoning and backdoor samples before training on it."""
-    names = _detector_names(detector)
+    names = _detector_names(detector, "dataset")
     X, y = _load_npz(data)
     if y is None:
         _fail(f"{data} has no array 'y': data detectors need the labels")
@@ -115,17 +123,17 @@ def scan_data(
     events, summary = [], []
     for name in names:
         det = detectors.create(name)
-        if not isinstance(det, detectors.DataDetector):
-            _fail(f"{name} is not a training-data detector")
         det.set_context(model_id=model_id, endpoint="training-pipeline")
-        learns = det.learns_from_trusted_data()
-        if learns and Xt is None:
+        needs = det.needs
+        if needs.trusted_data is detectors.Need.REQUIRED and Xt is None:
             _fail(f"{name} learns from trusted clean data: pass --trusted TRUSTED.npz (arrays X, y)")
+        if needs.model is detectors.Need.REQUIRED and mdl is None:
+            _fail(f"{name} needs the model trained on the data: pass --model MODEL.pkl")
         try:
-            if learns:
+            if needs.trusted_data is detectors.Need.REQUIRED:
                 det.fit(Xt, yt, model=mdl)
             rep = det.inspect(X, y, model=mdl)
-        except (ValueError, TypeError, NotImplementedError) as exc:
+        except (ValueError, TypeError) as exc:
             _fail(f"{name}: {exc}")
         events += rep.to_events(det, dataset=Path(data).name)
         summary.append({"detector": name, "suspicious": rep.suspicious, "flagged": int(len(rep.flagged)),
@@ -146,12 +154,12 @@ def scan_model(
     mdl = _load_model(model)
     X, _ = _load_npz(clean)
     events = []
-    for name in _detector_names(detector):
+    for name in _detector_names(detector, "model"):
         det = detectors.create(name)
         det.set_context(model_id=model_id or Path(model).stem, endpoint="model-registry")
         try:
             rep = det.inspect_model(mdl, X)
-        except (ValueError, NotImplementedError) as exc:
+        except (ValueError, TypeError) as exc:
             _fail(f"{name}: {exc}")
         events += rep.to_events(det)
     _emit(events, out, db)

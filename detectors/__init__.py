@@ -1,6 +1,7 @@
 """Reference detectors for the seed's Table 1 methods and its two simple monitors.
 
-``create(name, **params)`` builds a detector from the registry; every module in this package
+``create(name, **params)`` builds a detector from the registry; each detector is of one kind
+(stream, input, dataset, model; :mod:`kizashi.detectors.base`) and declares what it ``needs``; every module in this package
 registers its detectors with :func:`kizashi.detectors.base.register` and is imported on first use.
 Detectors depend on the engine's event model, never on connectors.
 """
@@ -11,10 +12,22 @@ import importlib
 import pkgutil
 from typing import Any
 
-from .base import REGISTRY, DataDetector, Detector, InputDetector, Report, StreamDetector, register
+from .base import (
+    KINDS,
+    REGISTRY,
+    DatasetDetector,
+    Detector,
+    InputDetector,
+    ModelDetector,
+    Need,
+    Needs,
+    Report,
+    StreamDetector,
+    register,
+)
 
-__all__ = ["REGISTRY", "DataDetector", "Detector", "InputDetector", "Report", "StreamDetector",
-           "available", "create", "register"]
+__all__ = ["KINDS", "REGISTRY", "DatasetDetector", "Detector", "InputDetector", "ModelDetector", "Need", "Needs",
+           "Report", "StreamDetector", "available", "create", "get", "register"]
 
 _loaded = False
 

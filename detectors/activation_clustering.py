@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from .base import DataDetector, Report, check_array, register
+from .base import DatasetDetector, Need, Needs, Report, register
 from .models import as_model
 
 
 @register("activation_clustering")
-class ActivationClustering(DataDetector):
+class ActivationClustering(DatasetDetector):
     method = "chen2018-activation-clustering"
+    needs = Needs(labels=Need.REQUIRED, model=Need.REQUIRED, activations=Need.REQUIRED)
 
     def __init__(self, n_components: int = 10, size_threshold: float = 0.35, min_class_size: int = 10,
                  random_state: int = 0):
@@ -32,15 +33,11 @@ class ActivationClustering(DataDetector):
         self.min_class_size = min_class_size
         self.random_state = random_state
 
-    def inspect(self, X: Any, y: Any, *, model: Any = None) -> Report:
+    def _inspect(self, X: np.ndarray, y: np.ndarray, model: Any) -> Report:
         from sklearn.cluster import KMeans
         from sklearn.decomposition import PCA
         from sklearn.metrics import silhouette_score
 
-        X = check_array(X)
-        y = np.asarray(y)
-        if y.shape != (len(X),):
-            raise ValueError(f"y must have one label per sample: {y.shape} for {len(X)} samples")
         m = as_model(model)
         if m is None or not hasattr(m, "features"):
             raise ValueError("activation_clustering needs a model with hidden activations (features)")

@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._stream_common import QueryStreamDetector, check_positive_int
-from .base import check_array, register
+from .base import Need, Needs, StreamDetector, check_array, check_positive_int, register
 
 
 @dataclass
@@ -26,7 +25,7 @@ class _AtliState:
 
 
 @register("atli")
-class AtliOOD(QueryStreamDetector):
+class AtliOOD(StreamDetector):
     """Flag each query as in- or out-of-distribution for the protected model's task, and alarm when
     the share of out-of-distribution queries among an account's last ``window`` queries exceeds a
     threshold calibrated on simulated benign accounts (about ``fpr`` of them alarmed).
@@ -34,13 +33,14 @@ class AtliOOD(QueryStreamDetector):
     Atli et al. observe that Knockoff-style extraction draws its queries from a distribution other
     than the victim's, and propose a binary classifier separating in- from out-of-distribution
     queries, with a client flagged when too many of its queries are out-of-distribution. With
-    ``fit(..., X_ood=...)`` that is what this does (a logistic regression on in- vs
+    ``fit(..., X_ood=...)`` (examples of attack queries: ``needs.adversarial_examples``) that is what this does (a logistic regression on in- vs
     out-of-distribution examples). Without ``X_ood`` (a defender rarely knows the attacker's data)
     a one-class stand-in is used instead: Mahalanobis distance in a PCA of the benign data, a query
     being out-of-distribution above the ``1 - query_fpr`` quantile of held-out benign distances.
     """
 
     method = "atli2020-extraction"
+    needs = Needs(trusted_data=Need.REQUIRED, adversarial_examples=Need.OPTIONAL)
     calibration_with_replacement = True
 
     def __init__(self, window: int = 50, min_queries: int = 20, query_fpr: float = 0.05, n_components: int = 20,

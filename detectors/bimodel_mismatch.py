@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import InputDetector, register
+from .base import InputDetector, Need, Needs, register
 from .models import as_model, fit_clean_vs_adversarial, probabilities, require_model
 
 
@@ -22,8 +22,7 @@ class BiModelMismatch(InputDetector):
     outputs is trained, as in the paper."""
 
     method = "monteiro2019-bimodel"
-    uses_adversarial = True
-    requires_model = True
+    needs = Needs(trusted_data=Need.REQUIRED, adversarial_examples=Need.OPTIONAL, labels=Need.OPTIONAL, model=Need.REQUIRED, probabilities=Need.REQUIRED)
 
     def __init__(self, second_model: Any = None, random_state: int = 0, fpr: float = 0.05):
         self.second_model = second_model

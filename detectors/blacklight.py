@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._stream_common import QueryStreamDetector, check_positive_int
-from .base import check_array, register
+from .base import Need, Needs, StreamDetector, check_array, check_positive_int, register
 
 
 @dataclass
@@ -27,7 +26,7 @@ class _BlacklightState:
 
 
 @register("blacklight")
-class Blacklight(QueryStreamDetector):
+class Blacklight(StreamDetector):
     """Quantise each query, hash every sliding window of the flattened input, keep the ``top_n``
     largest hashes as its fingerprint, and alarm when a new query shares at least the match
     threshold of hashes with one earlier query of the same account.
@@ -47,6 +46,7 @@ class Blacklight(QueryStreamDetector):
     """
 
     method = "li2020-blacklight"
+    needs = Needs(trusted_data=Need.REQUIRED)
     calibration_tail = "empirical"  # integer match counts
 
     def __init__(self, quantization: float | None = None, levels: int = 9, window: int = 12, stride: int = 1,

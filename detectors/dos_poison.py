@@ -41,22 +41,18 @@ from typing import Any
 
 import numpy as np
 
-from .base import DataDetector, Report, check_array, register
+from .base import DatasetDetector, Need, Needs, Report, register
 
 
-def check_labels(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``X`` checked, ``y`` one label per sample; returns X, y, classes and the class index of each sample."""
-    X = check_array(X)
-    y = np.asarray(y)
-    if y.shape != (len(X),):
-        raise ValueError(f"y must have one label per sample: {y.shape} for {len(X)} samples")
+def label_classes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The classes of ``y`` and the class index of each sample (at least two classes)."""
     classes, yi = np.unique(y, return_inverse=True)
     if len(classes) < 2:
         raise ValueError("y must contain at least two classes")
-    return X, y, classes, yi
+    return classes, yi
 
 
-def label_report(detector: DataDetector, y: np.ndarray, scores: np.ndarray, flagged: np.ndarray,
+def label_report(detector: DatasetDetector, y: np.ndarray, scores: np.ndarray, flagged: np.ndarray,
                  max_share: float, details: dict[str, Any]) -> Report:
     """Report shared by the label-consistency detectors: the dataset is suspicious when the share of
     label-inconsistent samples exceeds ``max_share``; only then are they flagged (a clean dataset
@@ -76,8 +72,9 @@ def label_report(detector: DataDetector, y: np.ndarray, scores: np.ndarray, flag
                   score=float(share), threshold=float(max_share), details=details)
 
 @register("dos_poison")
-class DoSPoison(DataDetector):
+class DoSPoison(DatasetDetector):
     method = "muller2021-dos-poisoning"
+    needs = Needs(labels=Need.REQUIRED, model=Need.OPTIONAL)
 
     def __init__(self, n_folds: int = 5, n_repeats: int = 3, vote: float = 0.5, max_clean_share: float = 0.02,
                  random_state: int = 0):
@@ -102,8 +99,8 @@ class DoSPoison(DataDetector):
             est.set_params(random_state=self.random_state)
         return est
 
-    def inspect(self, X: Any, y: Any, *, model: Any = None) -> Report:
-        X, y, classes, yi = check_labels(X, y)
+    def _inspect(self, X: np.ndarray, y: np.ndarray, model: Any) -> Report:
+        classes, yi = label_classes(y)
         if self.n_folds < 2 or self.n_repeats < 1:
             raise ValueError(f"n_folds must be >= 2 and n_repeats >= 1; got {self.n_folds}, {self.n_repeats}")
         if not 0 <= self.vote < 1:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import InputDetector, register
+from .base import InputDetector, Need, Needs, register
 from .models import image_shape_for, probabilities, require_model
 
 
@@ -23,7 +23,7 @@ class FeatureSqueezing(InputDetector):
     """
 
     method = "xu2018-feature-squeezing"
-    requires_model = True
+    needs = Needs(trusted_data=Need.REQUIRED, model=Need.REQUIRED, probabilities=Need.REQUIRED)
 
     def __init__(self, bit_depth: int | None = 1, median_size: int | None = 2,
                  image_shape: tuple[int, int] | None = None, value_range: tuple[float, float] | None = None,
@@ -34,7 +34,7 @@ class FeatureSqueezing(InputDetector):
         self.value_range = value_range
         self.fpr = fpr
 
-    def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any, X_adv: np.ndarray | None = None) -> None:
         if self.bit_depth is None and self.median_size is None:
             raise ValueError("FeatureSqueezing needs at least one squeezer (bit_depth or median_size)")
         if self.bit_depth is not None and not 1 <= int(self.bit_depth) <= 16:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import InputDetector, register
+from .base import InputDetector, Need, Needs, register
 from .models import fit_clean_vs_adversarial, make_classifier, positive_score
 
 
@@ -21,15 +21,14 @@ class GongBinary(InputDetector):
     """
 
     method = "gong2017-binary"
-    uses_adversarial = True
-    requires_adversarial = True
+    needs = Needs(trusted_data=Need.REQUIRED, adversarial_examples=Need.REQUIRED)
 
     def __init__(self, classifier: Any = None, random_state: int = 0, fpr: float = 0.05):
         self.classifier = classifier
         self.random_state = random_state
         self.fpr = fpr
 
-    def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any, X_adv: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any, X_adv: np.ndarray | None = None) -> None:
         clf = self.classifier if self.classifier is not None else make_classifier(random_state=self.random_state)
         self.classifier_ = fit_clean_vs_adversarial(clf, X, X_adv)
 

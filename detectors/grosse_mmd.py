@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import InputDetector, check_array, register
+from .base import InputDetector, Need, Needs, check_array, register
 from .models import make_classifier, probabilities
 
 
@@ -49,7 +49,7 @@ class GrosseMMD(InputDetector):
     """MMD two-sample test per batch; per-input outlier-class probability (or singleton MMD)."""
 
     method = "grosse2017-statistical"
-    uses_adversarial = True
+    needs = Needs(trusted_data=Need.REQUIRED, adversarial_examples=Need.OPTIONAL, labels=Need.OPTIONAL, model=Need.OPTIONAL, probabilities=Need.OPTIONAL)
 
     def __init__(self, n_reference: int = 500, n_permutations: int = 200, alpha: float = 0.05,
                  classifier: Any = None, random_state: int = 0, fpr: float = 0.05):

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._stream_common import QueryStreamDetector, check_positive_int
-from .base import check_array, register
+from .base import Need, Needs, StreamDetector, check_array, check_positive_int, register
 from .models import as_model
 
 
@@ -29,7 +28,7 @@ class _HodaState:
 
 
 @register("hoda")
-class HODA(QueryStreamDetector):
+class HODA(StreamDetector):
     """Hardness degree of each query = how often its predicted label changes across subsequent
     training checkpoints of the model; an account's histogram of hardness degrees over its last
     ``n_queries`` queries is compared with the benign histogram by Pearson distance (1 - r); alarm
@@ -39,12 +38,14 @@ class HODA(QueryStreamDetector):
     ``0 .. n_checkpoints - 1``, Pearson distance between histograms, a fixed number of queries per
     decision (the paper: 100). Deviations: ``fit(X, y)`` trains its own scikit-learn MLP on
     ``(X, y)`` and keeps ``n_checkpoints`` snapshots (``epochs_per_checkpoint`` epochs apart) unless
-    ``checkpoints=`` gives the protected model's own snapshots (any models with ``predict_proba``);
+    ``checkpoints=`` gives the protected model's own snapshots (any models with ``predict_proba``; then
+    the labels ``needs`` declares are not used);
     the benign histogram comes from ``X_calib`` (held-out benign queries) when given, else from
     ``X``. The window slides, so the test runs at every query once it is full.
     """
 
     method = "sadeghzadeh2021-hoda"
+    needs = Needs(trusted_data=Need.REQUIRED, labels=Need.REQUIRED, model=Need.OPTIONAL, probabilities=Need.OPTIONAL)
     calibration_with_replacement = True
 
     def __init__(self, n_checkpoints: int = 11, epochs_per_checkpoint: int = 2, hidden: tuple[int, ...] = (64,),

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import InputDetector, register
+from .base import InputDetector, Need, Needs, register
 from .models import fit_clean_vs_adversarial, make_classifier, model_logits, positive_score, require_model
 
 
@@ -21,9 +21,7 @@ class Introspection(InputDetector):
     """
 
     method = "aigrain2019-introspection"
-    uses_adversarial = True
-    requires_adversarial = True
-    requires_model = True
+    needs = Needs(trusted_data=Need.REQUIRED, adversarial_examples=Need.REQUIRED, model=Need.REQUIRED, logits=Need.OPTIONAL, probabilities=Need.OPTIONAL)
 
     def __init__(self, classifier: Any = None, sort_logits: bool = False, random_state: int = 0,
                  fpr: float = 0.05):
@@ -36,7 +34,7 @@ class Introspection(InputDetector):
         z = model_logits(require_model(model, "Introspection"), X)
         return -np.sort(-z, axis=1) if self.sort_logits else z
 
-    def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any, X_adv: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any, X_adv: np.ndarray | None = None) -> None:
         clf = self.classifier if self.classifier is not None else make_classifier((32,), random_state=self.random_state)
         self.classifier_ = fit_clean_vs_adversarial(clf, self._view(X, model), self._view(X_adv, model))
 

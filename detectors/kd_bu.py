@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import InputDetector, register
+from .base import InputDetector, Need, Needs, register
 from .models import SklearnModel, _softmax, late_layer, probabilities, require_model
 
 UNCERTAINTY = ("auto", "dropout", "bootstrap")
@@ -29,8 +29,8 @@ class KernelDensityUncertainty(InputDetector):
     """Score from kernel density (KD) on the last hidden layer and dropout/bootstrap uncertainty (BU)."""
 
     method = "feinman2017-kd-bu"
-    uses_adversarial = True
-    requires_model = True
+    needs = Needs(trusted_data=Need.REQUIRED, adversarial_examples=Need.OPTIONAL, labels=Need.OPTIONAL, model=Need.REQUIRED, probabilities=Need.REQUIRED,
+                  activations=Need.OPTIONAL, logits=Need.OPTIONAL)
 
     def __init__(self, bandwidth: float | str = "scale", uncertainty: str = "auto", n_passes: int = 30,
                  dropout: float = 0.3, n_members: int = 8, max_per_class: int = 400, random_state: int = 0,

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ._stream_common import QueryStreamDetector, as_label, check_positive_int
-from .base import check_array, register
+from ._stream_parts import as_label
+from .base import Need, Needs, StreamDetector, check_array, check_positive_int, register
 from .models import as_model
 
 
@@ -27,7 +27,7 @@ class _LabelState:
 
 
 @register("label_distribution")
-class LabelDistribution(QueryStreamDetector):
+class LabelDistribution(StreamDetector):
     """G statistic (likelihood-ratio chi-square) of an account's last ``window`` predicted labels
     against the benign label distribution; tested once ``min_queries`` labels are in; threshold
     calibrated on simulated benign accounts (about ``fpr`` of them would ever alarm).
@@ -37,6 +37,8 @@ class LabelDistribution(QueryStreamDetector):
     """
 
     method = "monitor-label-distribution"
+    needs = Needs(trusted_data=Need.REQUIRED, predictions=Need.REQUIRED, model=Need.OPTIONAL,
+                  probabilities=Need.OPTIONAL)
     calibration_with_replacement = True
 
     def __init__(self, window: int = 100, min_queries: int = 30, fpr: float = 0.01, calibration_streams: int = 40,

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import InputDetector, register
+from .base import InputDetector, Need, Needs, register
 from .models import model_logits, require_model
 
 DETECTORS = ("reconstruction", "divergence", "both")
@@ -39,6 +39,7 @@ class MagNet(InputDetector):
     standardising each on the clean data."""
 
     method = "meng2017-magnet"
+    needs = Needs(trusted_data=Need.REQUIRED, model=Need.OPTIONAL, logits=Need.OPTIONAL, probabilities=Need.OPTIONAL)
 
     def __init__(self, hidden: tuple[int, ...] = (32,), detector: str = "reconstruction", p: int = 1,
                  noise: float = 0.05, temperature: float = 10.0, max_iter: int = 400, random_state: int = 0,
@@ -52,7 +53,7 @@ class MagNet(InputDetector):
         self.random_state = random_state
         self.fpr = fpr
 
-    def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any, X_adv: np.ndarray | None = None) -> None:
         from sklearn.neural_network import MLPRegressor
 
         if self.detector not in DETECTORS:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import InputDetector, register
+from .base import InputDetector, Need, Needs, register
 from .models import image_shape_for, probabilities, require_model
 
 
@@ -24,7 +24,7 @@ class MISA(InputDetector):
     plus ``0.1 x`` the attribution concentration (share of the total occlusion drop in that patch)."""
 
     method = "kiourti2021-misa"
-    requires_model = True
+    needs = Needs(trusted_data=Need.REQUIRED, model=Need.REQUIRED, probabilities=Need.REQUIRED)
 
     def __init__(self, patch: int = 3, stride: int = 1, n_probes: int = 20, image_shape: tuple[int, int] | None = None,
                  random_state: int = 0, fpr: float = 0.05):
@@ -35,7 +35,7 @@ class MISA(InputDetector):
         self.random_state = random_state
         self.fpr = fpr
 
-    def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any, X_adv: np.ndarray | None = None) -> None:
         h, w = self.shape_ = image_shape_for(X.shape[1], self.image_shape)
         k, s = int(self.patch), int(self.stride)
         if not 1 <= k <= min(h, w) or s < 1:

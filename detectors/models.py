@@ -1,5 +1,8 @@
 """Model adapters: any object with ``predict_proba(X)`` is a model; these add ``features`` (hidden
-activations) and ``logits`` for scikit-learn estimators, so detectors need no framework.
+activations), ``logits`` and input gradients (``loss_gradient``, ``class_gradient``) for
+scikit-learn estimators, so detectors need no framework. Detectors ask the adapter for these
+outputs (the names in :data:`OUTPUTS`, as in a detector's ``needs``); an adapter declares what it
+can give in ``provides``, read by :func:`provides`.
 
 A PyTorch or TensorFlow model fits behind a three-line adapter::
 
@@ -20,6 +23,22 @@ _ACTIVATIONS = {
     "logistic": lambda z: 1.0 / (1.0 + np.exp(-z)),
     "identity": lambda z: z,
 }
+
+
+#: what a detector can ask a model adapter for, and the adapter methods that give it
+OUTPUTS = {"probabilities": ("predict_proba",), "logits": ("logits",), "activations": ("features",),
+           "gradients": ("loss_gradient", "class_gradient")}
+
+
+def provides(model: Any, output: str) -> bool:
+    """Whether the adapted ``model`` gives ``output`` (a key of :data:`OUTPUTS`): its declared
+    ``provides`` when it has one (as :class:`SklearnModel` does), else whether it has the methods."""
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown model output {output!r}; known: {sorted(OUTPUTS)}")
+    declared = getattr(model, "provides", None)
+    if declared is not None:
+        return output in declared
+    return all(hasattr(model, m) for m in OUTPUTS[output])
 
 
 def _activation_derivative(name: str, a: np.ndarray) -> np.ndarray:
@@ -53,6 +72,20 @@ class SklearnModel:
             raise TypeError(f"{type(estimator).__name__} has neither predict_proba nor decision_function")
         self.estimator = estimator
         self.classes_ = getattr(estimator, "classes_", None)
+
+    @property
+    def provides(self) -> frozenset[str]:
+        """The outputs this estimator really gives: hidden activations for an MLP, logits for an MLP
+        or a model with ``decision_function``, input gradients for an MLP or a linear model."""
+        est = self.estimator
+        out = {"probabilities"}
+        if self._is_mlp() or hasattr(est, "decision_function"):
+            out.add("logits")
+        if self._is_mlp():
+            out.add("activations")
+        if self._is_mlp() or (hasattr(est, "coef_") and not hasattr(est, "support_vectors_")):
+            out.add("gradients")
+        return frozenset(out)
 
     # -- MLP internals ---------------------------------------------------------------------------
     def _is_mlp(self) -> bool:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import shapiro
 
-from ._stream_common import QueryStreamDetector, VectorBuffer, as_label, check_positive_int
-from .base import check_array, register
+from ._stream_parts import VectorBuffer, as_label
+from .base import Need, Needs, StreamDetector, check_array, check_positive_int, register
 from .models import as_model
 
 #: scipy's array-API / NaN-policy wrapper costs ~100 µs per call; the statistic underneath is the
@@ -83,7 +83,7 @@ class _PradaState:
 
 
 @register("prada")
-class PRADA(QueryStreamDetector):
+class PRADA(StreamDetector):
     """Per account, the minimum L2 distance of each query to the account's earlier queries of the
     same predicted class; alarm when the Shapiro-Wilk statistic W of those distances drops below δ.
 
@@ -99,6 +99,8 @@ class PRADA(QueryStreamDetector):
     """
 
     method = "juuti2019-prada"
+    needs = Needs(trusted_data=Need.REQUIRED, predictions=Need.REQUIRED, model=Need.OPTIONAL,
+                  probabilities=Need.OPTIONAL)
     higher_is_suspicious = False
 
     def __init__(self, delta: float | None = None, min_queries: int = 50, history: int = 10_000,

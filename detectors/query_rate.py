@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._stream_common import QueryStreamDetector, check_positive_int
-from .base import register
+from .base import Need, Needs, StreamDetector, check_positive_int, register
 
 _GOALS = {"evasion": "precursor", "extraction": "symptom"}
 
@@ -35,7 +34,7 @@ def _seconds(t: Any) -> float:
 
 
 @register("query_rate")
-class QueryRate(QueryStreamDetector):
+class QueryRate(StreamDetector):
     """Alarm when an account sends more than ``median + n_mads * 1.4826 * MAD`` queries within
     ``window`` seconds, the median and MAD taken over benign accounts' per-window counts (and never
     fewer than ``min_count``). One event per account at most every ``cooldown`` seconds.
@@ -48,6 +47,7 @@ class QueryRate(QueryStreamDetector):
     """
 
     method = "monitor-query-rate"
+    needs = Needs(trusted_data=Need.REQUIRED, query_times=Need.REQUIRED)
 
     def __init__(self, window: float = 60.0, attack: str = "evasion", n_mads: float = 6.0, min_count: int = 10,
                  cooldown: float | None = None, history: int = 10_000, max_accounts: int = 10_000):

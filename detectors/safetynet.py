@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import InputDetector, register
+from .base import InputDetector, Need, Needs, register
 from .models import fit_clean_vs_adversarial, late_layer, positive_score, require_model
 
 
@@ -19,9 +19,8 @@ class SafetyNet(InputDetector):
     codes of clean vs adversarial inputs (decision value; higher = adversarial)."""
 
     method = "lu2017-safetynet"
-    uses_adversarial = True
-    requires_adversarial = True
-    requires_model = True
+    needs = Needs(trusted_data=Need.REQUIRED, adversarial_examples=Need.REQUIRED, model=Need.REQUIRED, activations=Need.OPTIONAL, logits=Need.OPTIONAL,
+                  probabilities=Need.OPTIONAL)
 
     def __init__(self, n_levels: int = 4, C: float = 1.0, gamma: str | float = "scale", fpr: float = 0.05):
         self.n_levels = n_levels
@@ -36,7 +35,7 @@ class SafetyNet(InputDetector):
         A = late_layer(model, np.asarray(X, dtype=np.float64))
         return np.stack([np.searchsorted(e, A[:, j], side="right") for j, e in enumerate(self.edges_)], axis=1)
 
-    def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any, X_adv: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any, X_adv: np.ndarray | None = None) -> None:
         from sklearn.svm import SVC
 
         if int(self.n_levels) < 2:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import InputDetector, register
+from .base import InputDetector, Need, Needs, register
 from .models import probabilities, require_model
 
 SCORES = ("max_prob", "entropy")
@@ -20,13 +20,13 @@ class SoftmaxBaseline(InputDetector):
     predicted distribution (``"entropy"``). Needs only the model's output."""
 
     method = "hendrycks2017-softmax"
-    requires_model = True
+    needs = Needs(trusted_data=Need.REQUIRED, model=Need.REQUIRED, probabilities=Need.REQUIRED)
 
     def __init__(self, score_type: str = "max_prob", fpr: float = 0.05):
         self.score_type = score_type
         self.fpr = fpr
 
-    def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any, X_adv: np.ndarray | None = None) -> None:
         if self.score_type not in SCORES:
             raise ValueError(f"score_type must be one of {SCORES}, got {self.score_type!r}")
 

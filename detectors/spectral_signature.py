@@ -9,13 +9,11 @@ kizashi addition, so that the detector can *report* rather than only filter: for
 top 7.5% samples by spectral score are checked for label consistency in input space (share
 of their ``n_neighbors`` nearest training inputs carrying another label; BadNets poisons are images of
 other digits relabelled to the target). The class where that share is highest, if above
-``disagreement_threshold``, is reported as the backdoor target and only its top samples are flagged.
-On clean digits the per-class share stays below about 0.3; at 5-10% BadNets poisoning the target
-class reaches 0.5-0.65 (tests/test_detectors_data_spectral.py); at 1% it is not separable. When
-about half of a class is poison (10% BadNets poison overall on digits), the fit centres on the
-poisons and the least outlying samples are the label-inconsistent ones. If those are more
-inconsistent than the top-scored samples, that class's score is reversed and
-``details["poison_majority"]`` is set. Representations: the model's last hidden layer
+``disagreement_threshold``, is reported as the backdoor target and only its top samples are flagged
+(measured shares: docs/detectors.md). When about half of a class is poison (10% BadNets poison
+overall on digits), the fit centres on the poisons and the least outlying samples are the
+label-inconsistent ones; if those are more inconsistent than the top-scored samples, that class's
+score is reversed and ``details["poison_majority"]`` is set. Representations: the model's last hidden layer
 (``model.features``), else the raw inputs. Deterministic (an SVD, no randomness).
 """
 
@@ -25,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import DataDetector, Report, check_array, register
+from .base import DatasetDetector, Need, Needs, Report, register
 from .models import as_model
 
 #: share of each class (top spectral scores) whose label consistency decides the verdict
@@ -33,8 +31,9 @@ VERDICT_SHARE = 0.075
 
 
 @register("spectral_signature")
-class SpectralSignature(DataDetector):
+class SpectralSignature(DatasetDetector):
     method = "tran2018-spectral-signature"
+    needs = Needs(labels=Need.REQUIRED, model=Need.OPTIONAL, activations=Need.OPTIONAL)
 
     def __init__(self, eps: float = 0.35, disagreement_threshold: float = 0.45, n_neighbors: int = 10,
                  min_class_size: int = 10):
@@ -60,11 +59,7 @@ class SpectralSignature(DataDetector):
         verdict (a second view steadies it when the top samples are few); none by default."""
         return []
 
-    def inspect(self, X: Any, y: Any, *, model: Any = None) -> Report:
-        X = check_array(X)
-        y = np.asarray(y)
-        if y.shape != (len(X),):
-            raise ValueError(f"y must have one label per sample: {y.shape} for {len(X)} samples")
+    def _inspect(self, X: np.ndarray, y: np.ndarray, model: Any) -> Report:
         if not 0 < self.eps < 0.5:
             raise ValueError(f"eps must be in (0, 0.5), got {self.eps}")
         from sklearn.neighbors import NearestNeighbors

@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import DataDetector, Report, register
-from .dos_poison import check_labels, label_report
+from .base import DatasetDetector, Need, Needs, Report, register
+from .dos_poison import label_classes, label_report
 
 
 def _sq_dist(X: np.ndarray, C: np.ndarray) -> np.ndarray:
@@ -46,8 +46,9 @@ def _sq_dist(X: np.ndarray, C: np.ndarray) -> np.ndarray:
 
 
 @register("srnn")
-class SRNN(DataDetector):
+class SRNN(DatasetDetector):
     method = "tavallali2021-srnn"
+    needs = Needs(labels=Need.REQUIRED)
 
     def __init__(self, prototypes_per_class: int = 4, n_runs: int = 3, max_iter: int = 30,
                  max_clean_share: float = 0.025, random_state: int = 0):
@@ -91,8 +92,8 @@ class SRNN(DataDetector):
         other = 1.0 - counts[a, yi] / counts[a].sum(axis=1)
         return yi != lab[a], other
 
-    def inspect(self, X: Any, y: Any, *, model: Any = None) -> Report:
-        X, y, classes, yi = check_labels(X, y)
+    def _inspect(self, X: np.ndarray, y: np.ndarray, model: Any) -> Report:
+        classes, yi = label_classes(y)
         if self.prototypes_per_class < 1 or self.n_runs < 1:
             raise ValueError("prototypes_per_class and n_runs must be >= 1")
         incons = np.zeros(len(y))

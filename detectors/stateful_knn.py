@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ._stream_common import FeatureSpace, QueryStreamDetector, VectorBuffer, check_positive_int
-from .base import check_array, register
+from ._stream_parts import FeatureSpace, VectorBuffer
+from .base import Need, Needs, StreamDetector, check_array, check_positive_int, register
 
 
 @dataclass
@@ -24,7 +24,7 @@ class _KnnState:
 
 
 @register("stateful_knn")
-class StatefulKNN(QueryStreamDetector):
+class StatefulKNN(StreamDetector):
     """Per-account buffer of past queries; alarm when the mean distance of a new query to its ``k``
     nearest earlier queries falls below a threshold (black-box attacks query many near-copies).
 
@@ -38,6 +38,7 @@ class StatefulKNN(QueryStreamDetector):
     """
 
     method = "chen2019-stateful"
+    needs = Needs(trusted_data=Need.REQUIRED, model=Need.OPTIONAL, activations=Need.OPTIONAL)
     higher_is_suspicious = False
 
     def __init__(self, k: int = 20, history: int = 10_000, features: str = "raw", n_components: int = 20,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import InputDetector, register
+from .base import InputDetector, Need, Needs, register
 from .models import probabilities, require_model
 
 
@@ -27,7 +27,7 @@ class STRIP(InputDetector):
     """
 
     method = "gao2019-strip"
-    requires_model = True
+    needs = Needs(trusted_data=Need.REQUIRED, model=Need.REQUIRED, probabilities=Need.REQUIRED)
 
     def __init__(self, n_overlays: int = 20, blend: str = "add", alpha: float = 0.5, n_reference: int = 200,
                  random_state: int = 0, fpr: float = 0.05):
@@ -38,7 +38,7 @@ class STRIP(InputDetector):
         self.random_state = random_state
         self.fpr = fpr
 
-    def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray | None, model: Any, X_adv: np.ndarray | None = None) -> None:
         if self.blend not in ("add", "mix"):
             raise ValueError(f"blend must be 'add' or 'mix', got {self.blend!r}")
         if not 0 < float(self.alpha) < 1:

@@ -1,41 +1,22 @@
 """TOP: backdoor detection via transferability of perturbation (Huster & Ekwedike, "TOP: Backdoor
-Detection in Neural Networks via Transferability of Perturbation", arXiv:2103.10274, 2021).
+Detection in Neural Networks via Transferability of Perturbation", arXiv:2103.10274, 2021; seed ref 23).
 
-The paper observes that an adversarial perturbation computed on one clean image transfers to other
-images far more often on a backdoored model than on a clean one: the attack finds the trigger,
-which works on every image. Its statistic is the image-to-image transfer rate of perturbations.
+An adversarial perturbation computed on one clean image transfers to other images far more often
+on a backdoored model than on a clean one: the attack finds the trigger, which works on every image.
+For every candidate target class ``t``, a targeted L-infinity PGD attack (``steps`` steps, budget
+``eps``, input gradient of ``log p_t``) runs on ``n_sources`` clean inputs not already assigned to
+``t``, and each perturbation is added to ``n_targets`` other such inputs. The transfer rate of
+``t`` (share of pairs sent to ``t``, divided by the attack's own success rate, so that classes easy
+to reach at this budget do not look like transfer) is compared with the same rate on reference
+MLPs distilled from the suspect's labels on k-NN-consistent clean inputs
+(:func:`kizashi.detectors.models.distilled_reference`, shared with ``b3d``). Score of a class:
+``(rate + 0.02) / (reference rate + 0.02)``; suspicious when the largest exceeds ``threshold``.
 
-Implemented: for every candidate target class ``t``, a targeted L-infinity PGD attack (``steps``
-steps, budget ``eps``, pixels clipped to ``[0, 1]``, gradient of ``log p_t`` from
-``SklearnModel.class_gradient``) is run on ``n_sources`` clean inputs the model does not already
-assign to ``t``; each perturbation is then added to ``n_targets`` other such inputs. The transfer
-rate of ``t`` is the share of (source, other input) pairs sent to ``t``, divided by the attack's
-own success rate on its sources (so classes that are simply easy to reach at this budget do not
-look like transfer). Each class's rate is compared with the same class's rate on reference models:
-the median over ``n_references`` MLPs distilled from the suspect's labels on the clean inputs,
-leaving out inputs whose label disagrees with their ``n_neighbors`` nearest neighbours (the
-reference builder ``b3d`` uses, :func:`kizashi.detectors.models.distilled_reference`). The score
-of a class is ``(rate + 0.02) / (reference rate + 0.02)``; the report is suspicious when the
-largest exceeds ``threshold``, and ``target_class`` is that class. ``scores`` holds the per-class
-ratios.
-
-Deviations and simplifications, stated honestly:
-
-* The paper scores models with the mean transfer rate, fed to a classifier trained on many TrojAI
-  models. A single model has no such population, so each class is compared with reference models
-  that learned the suspect's clean behaviour only.
-* Why references: on 8x8 digits some clean classes (``1``, ``4``) transfer perturbations naturally
-  as much as a 4-pixel BadNets trigger. Comparing classes with each other (MAD anomaly index) flagged
-  2 of 3 clean MLPs in the poisoning bench and missed every 5% target-0 backdoor. A reference
-  distilled from *all* clean inputs did not help either: trigger-like clean inputs taught it part of
-  the backdoor, which is what the k-NN label filter removes.
-* Measured with the defaults on MLPClassifier((64,)) over two splits (digits[:1400] / [1400:], and
-  the bench's stratified split), training seeds 0-3: clean models score 1.52-1.91. BadNets pattern
-  5% -> 0 scores 3.28-4.41 and 10% -> 3 scores 2.40-2.73, with the true target first in all 12. The
-  threshold is 2.2, a margin of about 0.3-0.5 on either side. 1% backdoors were not measured.
-* White-box: the attack uses the model's input gradient; no black-box variant.
-
-Seeded (choice of sources/targets, reference seeds) and deterministic.
+Deviations: the paper feeds mean transfer rates to a classifier trained on many TrojAI models; a
+single model has no such population, hence the references (comparing classes with each other
+failed on digits, where some clean classes transfer perturbations as much as a 4-pixel trigger).
+White-box (input gradients), no black-box variant. Seeded and deterministic. Measured scores and
+the margin of the threshold: docs/detectors.md.
 """
 
 from __future__ import annotations
@@ -44,13 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from .base import DataDetector, Report, check_array, register
-from .models import distilled_reference, require_model
+from .base import ModelDetector, Need, Needs, Report, register
+from .models import distilled_reference, provides
 
 
 @register("top")
-class TOP(DataDetector):
+class TOP(ModelDetector):
     method = "huster2021-top"
+    needs = Needs(trusted_data=Need.REQUIRED, model=Need.REQUIRED, probabilities=Need.REQUIRED,
+                  gradients=Need.REQUIRED)
 
     def __init__(self, eps: float = 0.25, steps: int = 20, n_sources: int = 100, n_targets: int = 200,
                  threshold: float = 2.2, n_references: int = 3, n_neighbors: int = 5, random_state: int = 0):
@@ -91,10 +74,8 @@ class TOP(DataDetector):
             rates[t] = hit[pair].mean() / max(success[t], 0.05)
         return rates, success
 
-    def inspect_model(self, model: Any, X_clean: Any) -> Report:
-        X = check_array(X_clean, name="X_clean")
-        m = require_model(model, "top")
-        if not hasattr(m, "class_gradient"):
+    def _inspect_model(self, m: Any, X: np.ndarray) -> Report:
+        if not provides(m, "gradients"):
             raise ValueError("top needs a model with input gradients (a scikit-learn MLP or linear model)")
         rates, success = self._transfer_rates(m, X, np.random.default_rng(self.random_state))
         reference = np.median([self._transfer_rates(distilled_reference(m, X, seed=self.random_state + k,
@@ -106,7 +87,7 @@ class TOP(DataDetector):
         score = float(anomaly[t])
         suspicious = score > self.threshold
         target = m.classes_[t].item() if hasattr(m.classes_[t], "item") else m.classes_[t]
-        return Report(detector=self.name, scores=anomaly, flagged=np.array([0] if suspicious else [], dtype=int),
+        return Report(detector=self.name, scores=anomaly, flagged=np.array([], dtype=int), subject="model",
                       target_class=int(target) if suspicious else None, suspicious=bool(suspicious),
                       score=score, threshold=float(self.threshold),
                       details={"transfer_rate": round(float(rates[t]), 3),

@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._stream_common import QueryStreamDetector, check_positive_int
-from .base import check_array, register
+from .base import Need, Needs, StreamDetector, check_array, check_positive_int, register
 
 
 @dataclass
@@ -60,7 +59,7 @@ class _Encoder:
 
 
 @register("vardetect")
-class VarDetect(QueryStreamDetector):
+class VarDetect(StreamDetector):
     """Maximum mean discrepancy (Gaussian kernel, median-distance bandwidth) between the latent codes
     of an account's last ``window`` queries and benign latent codes; alarm above a threshold
     calibrated on simulated benign accounts (about ``fpr`` of them would ever alarm).
@@ -73,6 +72,7 @@ class VarDetect(QueryStreamDetector):
     """
 
     method = "pal2021-vardetect"
+    needs = Needs(trusted_data=Need.REQUIRED)
     calibration_with_replacement = True
 
     def __init__(self, latent: str = "pca", n_components: int = 8, window: int = 100, min_queries: int = 50,

@@ -19,7 +19,9 @@ def test_detectors_list():
     rows = {x["name"]: x for x in json.loads(r.stdout)}
     assert rows["prada"]["ref"] == 36 and rows["prada"]["kind"] == "stream"
     assert rows["feature_squeezing"]["kind"] == "input"
-    assert rows["spectral_signature"]["kind"] == "data/model"
+    assert rows["spectral_signature"]["kind"] == "dataset" and rows["b3d"]["kind"] == "model"
+    assert rows["depois"]["needs"] == {"labels": "required", "trusted_data": "required"}
+    assert rows["gong_binary"]["needs"]["adversarial_examples"] == "required"
 
 
 def test_scan_data_to_file_and_store(poisoned, tmp_path):  # noqa: F811
