@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-
 from kizashi.scenarios import demo_day as sim
 from kizashi.scenarios.art_setup import quiet_art
 

@@ -35,7 +35,6 @@ def timeline_figure(run, events, summary) -> str:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
     from kizashi.scenarios import demo_day as sim
 
     day = sim.DAY
