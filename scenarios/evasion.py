@@ -204,7 +204,7 @@ def run_evasion(api: InferenceAPI, attack: str, x: np.ndarray, *, account: str, 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             kwargs = {}
-            if attack == "boundary":
+            if attack in ("boundary", "hopskipjump"):  # ART would draw the start from an unseeded RandomState
                 kwargs["x_adv_init"] = random_misclassified_start(clf, x, y_true, np.random.default_rng(seed))
             adv = _black_box_attack(attack, clf, max_queries).generate(x=x, **kwargs)
     except QueryBudgetExceeded:

@@ -4,6 +4,7 @@ nearest-to-target), and ``PoisoningAttackSVM`` (Biggio et al. 2012) on a binary 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -66,7 +67,9 @@ def train_backdoored(X: np.ndarray, y: np.ndarray, *, target: int = BACKDOOR_TAR
     Xp, yp, idx = badnets(X, y, fraction, target=target, seed=seed, distance=distance)
     if estimator is None:
         return train_mlp(Xp, yp, seed=seed), idx
-    return clone(estimator).fit(Xp, yp), idx
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return clone(estimator).fit(Xp, yp), idx
 
 
 def label_flip(y: np.ndarray, fraction: float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
