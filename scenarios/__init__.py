@@ -5,7 +5,7 @@ demo day that puts them together.
 
 One module per concept: :mod:`.digits` (task and splits), :mod:`.api` (inference API, accounts,
 budgets), :mod:`.traffic` (benign traffic and replay), :mod:`.evasion`, :mod:`.extraction`,
-:mod:`.poisoning`, :mod:`.demo_day`, :mod:`.receivers`. This room imports neither
+:mod:`.poisoning`, :mod:`.demo_day`, :mod:`.receivers` (fake SIEM endpoints), :mod:`.art_setup`. This room imports neither
 ``kizashi.detectors`` nor ``kizashi.connectors``: whoever needs both (``cli/``, benches, tests) passes
 detectors in. Everything is generated from data bundled with scikit-learn (nothing is downloaded) and
 is deterministic for a seed.

@@ -16,7 +16,7 @@ from .digits import N_CLASSES
 
 #: simulated time zero of clients started at a number of seconds (benches and tests)
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
-IMAGE_SHAPE = (1, 8, 8)  # channels first, as ART's image attacks (GeoDA, ZOO) expect
+ART_IMAGE_SHAPE = (1, 8, 8)  # digits channels first, as ART's image attacks (GeoDA, ZOO) expect
 DEFAULT_MODEL = "victim"
 
 
@@ -84,7 +84,7 @@ class QueryBudgetExceeded(RuntimeError):
 class InferenceAPI:
     """Models (one, or a mapping name -> model) behind a simulated endpoint that records every query."""
 
-    def __init__(self, models: Any, *, input_shape: tuple[int, ...] = IMAGE_SHAPE, n_classes: int = N_CLASSES,
+    def __init__(self, models: Any, *, input_shape: tuple[int, ...] = ART_IMAGE_SHAPE, n_classes: int = N_CLASSES,
                  listeners: Sequence[Callable[[QueryRecord], None]] = ()):
         self.models: dict[str, Any] = dict(models) if isinstance(models, Mapping) else {DEFAULT_MODEL: models}
         self.input_shape = tuple(input_shape)
