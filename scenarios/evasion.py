@@ -114,8 +114,8 @@ def craft_evasion(estimator: Any, X: np.ndarray, y: np.ndarray | None = None, *,
     """Adversarial versions of ``X`` against ``estimator`` (untargeted) with ART's ``attack``.
 
     ``fgsm``/``pgd`` take an L-inf budget ``eps`` (pixels in [0, 1]); ``cw``/``deepfool`` find minimal
-    L2 perturbations; ``hopskipjump`` only queries predicted labels (a black-box attack). ``seed``
-    seeds numpy's global generator, which ART's attacks draw from. ``gradients``: see
+    L2 perturbations; ``hopskipjump`` only queries predicted labels (a black-box attack), starting
+    from seeded random images. ``seed`` also seeds numpy's global generator, which ART draws from. ``gradients``: see
     :func:`art_classifier`.
     """
     X = np.asarray(X, dtype=np.float32)
@@ -124,6 +124,9 @@ def craft_evasion(estimator: Any, X: np.ndarray, y: np.ndarray | None = None, *,
     clf = art_classifier(estimator, gradients=gradients)
     np.random.seed(seed)  # ART draws from numpy's global generator
     atk = _white_box_attack(attack, clf, eps=eps, max_iter=max_iter)
+    if attack == "hopskipjump":  # ART would draw the start from an unseeded RandomState
+        start = random_misclassified_start(clf, X, np.argmax(clf.predict(X), axis=1), np.random.default_rng(seed))
+        return np.asarray(atk.generate(X, x_adv_init=start), dtype=np.float64)
     if y is not None and attack in ("fgsm", "pgd"):
         onehot = np.eye(clf.nb_classes)[np.searchsorted(estimator.classes_, y)]
         return np.asarray(atk.generate(X, y=onehot), dtype=np.float64)
