@@ -16,7 +16,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-demo: $(VENV)/.installed
+$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[demo]"
+	@touch $@
+
+demo: $(VENV)/.demo-installed
 	$(BIN)/kizashi demo --out $(OUT)
 
 lint: $(VENV)/.installed

@@ -23,17 +23,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from _http_receivers import ElasticReceiver, HecReceiver, WebhookReceiver  # noqa: E402
-from kizashi.connectors.elastic import EcsFormatter, ElasticBulkSink  # noqa: E402
-from kizashi.connectors.splunk_hec import HecSink  # noqa: E402
-from kizashi.connectors.stix import StixFileSink, StixFormatter  # noqa: E402
-from kizashi.connectors.syslog import CefFormatter, SyslogSink  # noqa: E402
-from kizashi.connectors.taxii import TaxiiSink  # noqa: E402
-from kizashi.connectors.webhook import WebhookSink  # noqa: E402
-from kizashi.engine.events import Alert, DetectionEvent, RuleRef  # noqa: E402
+from kizashi.connectors.elastic import EcsFormatter, ElasticBulkSink
+from kizashi.connectors.splunk_hec import HecSink
+from kizashi.connectors.stix import StixFileSink, StixFormatter
+from kizashi.connectors.syslog import CefFormatter, SyslogSink
+from kizashi.connectors.taxii import TaxiiSink
+from kizashi.connectors.webhook import WebhookSink
+from kizashi.engine.events import Alert, DetectionEvent, RuleRef
+from kizashi.scenarios.receivers import ElasticReceiver, HecReceiver, WebhookReceiver
 
 RULE = RuleRef(id="5b0f4a7e-3c1d-4e7b-9a55-2f0d8c1e6a01", title="Model extraction through the inference API",
                type="correlation", correlation_type="event_count")

@@ -1,7 +1,7 @@
 """Bench: kizashi's input/output detectors against real ART attacks on scikit-learn's digits.
 
 Protected model: a scikit-learn ``MLPClassifier`` (one hidden layer of 64 ReLU units) on 8x8 digits
-scaled to [0, 1]. Attacks (adversarial-robustness-toolbox 1.20, no torch; see ``attacks_input.py``):
+scaled to [0, 1]. Attacks (adversarial-robustness-toolbox 1.20, no torch; see ``kizashi.scenarios``):
 FGSM and PGD (L-inf 0.2), Carlini-Wagner L2 and DeepFool white-box on the MLP's own gradients,
 HopSkipJump black-box (labels only), a transfer attack (PGD on a logistic-regression proxy stolen
 from the MLP's answers), and a BadNets pixel-pattern backdoor (``PoisoningAttackBackdoor``) planted
@@ -20,28 +20,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from kizashi.detectors import create
+from kizashi.detectors.models import SklearnModel
+from kizashi.scenarios.digits import load_digits01
+from kizashi.scenarios.evasion import craft_evasion, craft_transfer
+from kizashi.scenarios.poisoning import add_trigger, train_backdoored
+from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 warnings.filterwarnings("ignore")
-
-from attacks_input import (  # noqa: E402
-    add_trigger,
-    craft_evasion,
-    craft_transfer,
-    load_digits01,
-    train_backdoored,
-)
-from kizashi.detectors import create  # noqa: E402
-from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
-from sklearn.neural_network import MLPClassifier  # noqa: E402
+TRIGGER_DISTANCE = 1  # ART's 4-pixel pattern in the very corner of the 8x8 digit
 
 # row label -> (registry name, constructor parameters)
 DETECTORS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -120,8 +115,8 @@ def fit_detectors(model: Any, X_fit: np.ndarray, y_fit: np.ndarray, X_known: np.
 def known_attacks(model: Any, X: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
     """FGSM + DeepFool examples on the detectors' fit split (what supervised detectors learn from)."""
     half = len(X) // 2
-    a = craft_evasion(model, X[:half], y[:half], attack="fgsm", eps=0.2, seed=seed)
-    b = craft_evasion(model, X[half:], y[half:], attack="deepfool", seed=seed)
+    a = craft_evasion(model, X[:half], y[:half], attack="fgsm", eps=0.2, seed=seed, gradients=SklearnModel)
+    b = craft_evasion(model, X[half:], y[half:], attack="deepfool", seed=seed, gradients=SklearnModel)
     return np.vstack([successful(model, X[:half], y[:half], a), successful(model, X[half:], y[half:], b)])
 
 
@@ -144,7 +139,7 @@ def run(n_test: int = 150, n_known: int = 200, seed: int = 0) -> dict[str, Any]:
     for name, kw in [("fgsm", {"eps": 0.2}), ("pgd", {"eps": 0.2}), ("cw", {}), ("deepfool", {}),
                      ("hopskipjump", {})]:
         start = time.perf_counter()
-        adv = craft_evasion(mlp, X_te, y_te, attack=name, seed=seed, **kw)
+        adv = craft_evasion(mlp, X_te, y_te, attack=name, seed=seed, gradients=SklearnModel, **kw)
         timing[name] = time.perf_counter() - start
         attacks[name] = adv
     start = time.perf_counter()
@@ -169,9 +164,10 @@ def run(n_test: int = 150, n_known: int = 200, seed: int = 0) -> dict[str, Any]:
         report["results"][det_name] = rows
 
     # -- backdoor: a second MLP trained on BadNets-poisoned digits --------------------------------
-    bd, poisoned = train_backdoored(X_tr, y_tr, target=TARGET_CLASS, fraction=0.1, seed=seed)
+    bd, poisoned = train_backdoored(X_tr, y_tr, target=TARGET_CLASS, fraction=0.1, seed=seed,
+                                     distance=TRIGGER_DISTANCE)
     victims = X_te[(y_te != TARGET_CLASS) & (bd.predict(X_te) == y_te)]
-    triggered = add_trigger(victims)
+    triggered = add_trigger(victims, distance=TRIGGER_DISTANCE)
     hit = bd.predict(triggered) == TARGET_CLASS
     report["attacks"]["backdoor_pattern"] = {
         "poisoned_fraction": 0.1, "n_poisoned": int(len(poisoned)), "target_class": TARGET_CLASS,

@@ -26,13 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from kizashi.scenarios.digits import train_mlp
+from kizashi.scenarios.poisoning import BACKDOOR_TARGET, add_trigger, badnets, label_flip, svm_poison
 
-BACKDOOR_TARGET = 0
 ALL_DETECTORS = ("spectre,spectral_signature,activation_clustering,depois,dos_poison,srnn,"
                  "art_activation_defence,art_spectral_signature")
 
@@ -53,11 +53,7 @@ class Poisoned:
 
 
 def train(X, y, seed=0):
-    from sklearn.neural_network import MLPClassifier
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return MLPClassifier((64,), max_iter=300, random_state=seed).fit(X, y)
+    return train_mlp(X, y, seed=seed, max_iter=300)
 
 
 def train_svc(X, y, seed=0):
@@ -66,72 +62,36 @@ def train_svc(X, y, seed=0):
     return SVC(kernel="linear", C=1.0, probability=False, random_state=seed).fit(X, y)
 
 
-def _trigger(kind):
-    from art.attacks.poisoning.perturbations import add_pattern_bd, add_single_bd
-
-    fn = add_pattern_bd if kind == "pattern" else add_single_bd
-    return lambda x: fn(x.reshape(-1, 8, 8), pixel_value=1.0).reshape(x.shape)
-
-
-def badnets(X, y, rate, target=BACKDOOR_TARGET, seed=0, kind="pattern"):
-    """BadNets poisoning with ART: ``rate`` of the samples (of other classes) triggered and relabelled."""
-    from art.attacks.poisoning import PoisoningAttackBackdoor
-
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(np.flatnonzero(y != target), size=max(1, int(rate * len(y))), replace=False))
-    attack = PoisoningAttackBackdoor(_trigger(kind))
-    Xp, yp = X.copy(), y.copy()
-    Xp[idx], _ = attack.poison(X[idx], y=np.full(len(idx), target), broadcast=True)
-    yp[idx] = target
-    return Xp, yp, idx, attack
-
-
-def label_flip(X, y, rate, seed=0):
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(len(y), size=max(1, int(rate * len(y))), replace=False))
-    yp = y.copy()
-    yp[idx] = (y[idx] + rng.integers(1, 10, len(idx))) % 10
-    return X.copy(), yp, idx
-
-
+TRIGGER = {"pattern": "pattern", "pixel": "single"}  # scenario name -> ART trigger
 SVM_CLASSES = (3, 8)
 
 
-def svm_poison(X, y, X_te, y_te, rate, seed=0, classes=SVM_CLASSES):
-    """ART PoisoningAttackSVM on a binary linear SVC; poisons (label-flipped starting points pushed up
-    the validation loss) are appended to the training set."""
-    from art.attacks.poisoning import PoisoningAttackSVM
-    from art.estimators.classification.scikitlearn import ScikitlearnSVC
-
-    rng = np.random.default_rng(seed)
+def svm_scenario(X, y, X_te, y_te, rate, seed=0, classes=SVM_CLASSES):
+    """ART PoisoningAttackSVM on digits ``classes`` (binary): the first half of the clean binary data
+    trains the SVC, the second half is the attacker's validation set; ``rate`` of the final training
+    set are poisons."""
     a, b = classes
     tr, te = np.isin(y, classes), np.isin(y_te, classes)
     Xb, yb = X[tr], (y[tr] == b).astype(int)
-    half = len(Xb) // 2  # the attacker's validation set is the second half of the clean binary data
+    half = len(Xb) // 2
     Xtr, ytr, Xval, yval = Xb[:half], yb[:half], Xb[half:], yb[half:]
     n = max(1, int(round(rate * len(Xtr) / (1 - rate))))
-    start = rng.choice(len(Xtr), size=n, replace=False)
-    clf = ScikitlearnSVC(train_svc(Xtr, ytr, seed), clip_values=(0.0, 1.0))
-    attack = PoisoningAttackSVM(clf, step=0.1, eps=1.0, x_train=Xtr, y_train=np.eye(2)[ytr], x_val=Xval,
-                                y_val=np.eye(2)[yval], max_iter=10, verbose=False)
-    y_flip = 1 - ytr[start]
-    Xpois, _ = attack.poison(Xtr[start].copy(), y=np.eye(2)[y_flip])
-    Xp, yp = np.vstack([Xtr, Xpois]), np.concatenate([ytr, y_flip])
-    return Xp, yp, np.arange(len(Xtr), len(Xp)), X_te[te], (y_te[te] == b).astype(int)
+    Xp, yp, idx = svm_poison(Xtr, ytr, Xval, yval, n, seed=seed, max_iter=10)
+    return Xp, yp, idx, X_te[te], (y_te[te] == b).astype(int)
 
 
 def make_scenario(name, X_tr, y_tr, X_te, y_te, rate, trusted, seed=0) -> Poisoned:
     if name.startswith("badnets-"):
-        kind = name.split("-", 1)[1]
-        Xp, yp, idx, attack = badnets(X_tr, y_tr, rate, seed=seed, kind=kind)
-        others = X_te[y_te != BACKDOOR_TARGET]
-        trig, _ = attack.poison(others, y=np.full(len(others), BACKDOOR_TARGET), broadcast=True)
+        trigger = TRIGGER[name.split("-", 1)[1]]
+        Xp, yp, idx = badnets(X_tr, y_tr, rate, seed=seed, trigger=trigger)
+        trig = add_trigger(X_te[y_te != BACKDOOR_TARGET], trigger=trigger)
         return Poisoned(Xp, yp, idx, X_te, y_te, train, trigger_test=trig, target=BACKDOOR_TARGET, trusted=trusted)
     if name == "label-flip":
-        Xp, yp, idx = label_flip(X_tr, y_tr, rate, seed)
+        yp, idx = label_flip(y_tr, rate, seed=seed)
+        Xp = X_tr.copy()
         return Poisoned(Xp, yp, idx, X_te, y_te, train, trusted=trusted)
     if name == "svm":
-        Xp, yp, idx, Xt, yt = svm_poison(X_tr, y_tr, X_te, y_te, rate, seed)
+        Xp, yp, idx, Xt, yt = svm_scenario(X_tr, y_tr, X_te, y_te, rate, seed)
         keep = np.isin(trusted[1], SVM_CLASSES)
         binary = (trusted[0][keep], (trusted[1][keep] == SVM_CLASSES[1]).astype(int))
         return Poisoned(Xp, yp, idx, Xt, yt, train_svc, trusted=binary)

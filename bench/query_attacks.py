@@ -1,7 +1,7 @@
 """Bench: the query-stream detectors against real ART black-box attacks on a digits classifier.
 
 A scikit-learn MLP trained on ``load_digits`` sits behind a simulated inference API
-(:mod:`bench.query_sim`). Benign accounts replay held-out digits at human rates; attacker accounts
+(:mod:`kizashi.scenarios`). Benign accounts replay held-out digits at human rates; attacker accounts
 are driven by adversarial-robustness-toolbox 1.20 attacks whose every query goes through the API:
 HopSkipJump, BoundaryAttack, SignOPT, GeoDA, ZOO (evasion) and CopycatCNN / KnockoffNets with
 natural, out-of-distribution natural and synthetic queries (extraction). The recorded traffic is
@@ -37,15 +37,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from kizashi import detectors
+from kizashi.scenarios.api import EPOCH, InferenceAPI
+from kizashi.scenarios.art_setup import quiet_art
+from kizashi.scenarios.digits import DigitsTask, digits_task
+from kizashi.scenarios.evasion import EVASION_ATTACKS, run_evasion
+from kizashi.scenarios.extraction import EXTRACTION_ATTACKS, run_extraction
+from kizashi.scenarios.traffic import benign_traffic, replay
 from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from kizashi import detectors  # noqa: E402
-
-from bench import query_sim  # noqa: E402
 
 DETECTORS = ["query_rate", "label_distribution", "stateful_knn", "blacklight", "prada", "vardetect", "hoda", "atli"]
 EVASION_BUDGET = {"zoo": 900}
@@ -70,27 +71,27 @@ PAPERS = {
 }
 
 
-def build_traffic(task: query_sim.DigitsTask, *, benign_pool: np.ndarray, n_benign: int, n_attackers: int,
+def build_traffic(task: DigitsTask, *, benign_pool: np.ndarray, n_benign: int, n_attackers: int,
                   extraction_queries: int, evasion_budget: int, seed: int,
-                  attacker_rate: float = 2.0) -> tuple[query_sim.InferenceAPI, dict]:
-    api = query_sim.InferenceAPI(task.model)
+                  attacker_rate: float = 2.0) -> tuple[InferenceAPI, dict]:
+    api = InferenceAPI(task.model)
     t0 = time.perf_counter()
-    users = query_sim.benign_traffic(api, benign_pool, n_accounts=n_benign, queries_per_account=(50, 250),
+    users = benign_traffic(api, benign_pool, n_accounts=n_benign, queries_per_account=(50, 250),
                                      seed=seed)
     attackers: dict[str, dict[str, Any]] = {}
     rng = np.random.default_rng(seed)
-    for attack in query_sim.EVASION_ATTACKS:
+    for attack in EVASION_ATTACKS:
         for i in range(n_attackers):
             acct = f"{attack}-{i}"
             target = task.X_attack[int(rng.integers(len(task.X_attack)))][None, :]
-            s = query_sim.run_evasion(api, attack, target, account=acct, seed=seed + i, rate=attacker_rate,
+            s = run_evasion(api, attack, target, account=acct, seed=seed + i, rate=attacker_rate,
                                       max_queries=EVASION_BUDGET.get(attack, evasion_budget),
                                       start=float(rng.uniform(0, 600)))
             attackers[acct] = {"family": "evasion", **s}
-    for attack in query_sim.EXTRACTION_ATTACKS:
+    for attack in EXTRACTION_ATTACKS:
         for i in range(n_attackers):
             acct = f"{attack}-{i}"
-            s = query_sim.run_extraction(api, attack, task.X_attack, account=acct, n_queries=extraction_queries,
+            s = run_extraction(api, attack, task.X_attack, account=acct, n_queries=extraction_queries,
                                          rate=attacker_rate,
                                          seed=seed + i, start=float(rng.uniform(0, 600)), X_test=benign_pool)
             attackers[acct] = {"family": "extraction", **s}
@@ -98,7 +99,7 @@ def build_traffic(task: query_sim.DigitsTask, *, benign_pool: np.ndarray, n_beni
     return api, meta
 
 
-def fit_detector(name: str, task: query_sim.DigitsTask, X_ref: np.ndarray, ref_times: tuple) -> Any:
+def fit_detector(name: str, task: DigitsTask, X_ref: np.ndarray, ref_times: tuple) -> Any:
     """Fit ``name`` on what it needs: benign query times, training labels (HODA trains its own
     checkpoints; benign queries calibrate), the model's answers, or benign inputs and the model."""
     det = detectors.create(name)
@@ -123,7 +124,7 @@ def history_cost(det: Any, X: np.ndarray, *, n: int = 10_000, timed: int = 1_000
     idx = rng.integers(len(X), size=n)
     Q = np.clip(X[idx] + rng.normal(0, 0.02, (n, X.shape[1])), 0, 1)
     labels = rng.integers(10, size=n)
-    t = query_sim.EPOCH
+    t = EPOCH
     from datetime import timedelta
 
     tracemalloc.start()
@@ -139,10 +140,10 @@ def history_cost(det: Any, X: np.ndarray, *, n: int = 10_000, timed: int = 1_000
             "memory_bytes_at_10k_history": int(in_process)}
 
 
-def evaluate(name: str, det: Any, api: query_sim.InferenceAPI, meta: dict, X_heavy: np.ndarray,
+def evaluate(name: str, det: Any, api: InferenceAPI, meta: dict, X_heavy: np.ndarray,
              history_queries: int) -> dict[str, Any]:
     det.reset()
-    res = query_sim.replay(api.log, det)
+    res = replay(api.log, det)
     users = meta["benign_accounts"]
     benign_q = sum(res.n_queries[u] for u in users)
     per_attack: dict[str, Any] = {}
@@ -187,7 +188,7 @@ def model_baseline_us(model: Any, X: np.ndarray, n: int = 500) -> float:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    ev, ex = query_sim.EVASION_ATTACKS, query_sim.EXTRACTION_ATTACKS
+    ev, ex = EVASION_ATTACKS, EXTRACTION_ATTACKS
 
     def cell(a: dict) -> str:
         if not a["detected"]:
@@ -241,16 +242,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     if args.quick:
         args.benign_accounts, args.attackers, args.history_queries = 20, 1, 3_000
-    query_sim._quiet_art()
+    quiet_art()
     t0 = time.perf_counter()
-    task = query_sim.digits_task(seed=args.seed)
+    task = digits_task(seed=args.seed)
     X_ref, pool = task.X_benign[:240], task.X_benign[240:]
     api, meta = build_traffic(task, benign_pool=pool, n_benign=args.benign_accounts, n_attackers=args.attackers,
                               extraction_queries=args.extraction_queries, evasion_budget=args.evasion_budget,
                               seed=args.seed, attacker_rate=args.attacker_rate)
     # query_rate's baseline: another benign population's query times (the defender's history)
-    ref_api = query_sim.InferenceAPI(task.model)
-    query_sim.benign_traffic(ref_api, X_ref, n_accounts=30, queries_per_account=(50, 200), seed=args.seed + 99,
+    ref_api = InferenceAPI(task.model)
+    benign_traffic(ref_api, X_ref, n_accounts=30, queries_per_account=(50, 200), seed=args.seed + 99,
                              prefix="ref")
     ref_times = ([r.t for r in ref_api.log], [r.account for r in ref_api.log])
     results: dict[str, Any] = {

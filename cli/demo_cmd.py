@@ -14,8 +14,8 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-
-from . import demo_sim as sim
+from kizashi.scenarios import demo_day as sim
+from kizashi.scenarios.art_setup import quiet_art
 
 STREAM_DETECTORS = ("query_rate", "label_distribution", "stateful_knn", "blacklight", "prada")
 EVASION_PAIR = ("gong_binary", "grosse_mmd")  # both must flag an input
@@ -42,7 +42,7 @@ def fgsm_on_own_model(model: Any, X: np.ndarray, y: np.ndarray, eps: float = 0.2
 
 
 class DemoRun:
-    """One deterministic run: simulate, detect, correlate, export."""
+    """One deterministic run: the scenario's day (kizashi.scenarios), detect, correlate, export, report."""
 
     def __init__(self, *, seed: int = 0, n_benign: int = 60, db: str | None = None, out: Path,
                  progress: Any = None):
@@ -72,25 +72,7 @@ class DemoRun:
 
     # -- simulate ------------------------------------------------------------------------------------
     def simulate(self) -> None:
-        rng = np.random.default_rng(self.seed)
-        with self.step("train the production model and poison the retraining set"):
-            self.world = sim.build_world(self.seed)
-            sim.poison_and_retrain(self.world)
-            self.api = sim.InferenceAPI(self.world)
-        with self.step("a day of benign traffic"):
-            self.history = sim.benign_day(self.api, n_accounts=self.n_benign, rng=np.random.default_rng(self.seed + 1),
-                                          day=sim.DAY - timedelta(days=1), log=False)
-            sim.benign_day(self.api, n_accounts=self.n_benign, rng=rng)
-        with self.step("campaign A: extraction, proxy, transfer (ART CopycatCNN + PGD)"):
-            self.campaign = {"A": sim.campaign_extraction_transfer(self.api, start=sim.DAY + timedelta(hours=2),
-                                                                   rng=np.random.default_rng(self.seed + 2))}
-        with self.step("campaign B: black-box probing (ART HopSkipJump)"):
-            self.campaign["B"] = sim.campaign_hopskipjump(self.api, start=sim.DAY + timedelta(hours=6),
-                                                          rng=np.random.default_rng(self.seed + 3))
-        with self.step("campaign C: backdoor trigger inputs"):
-            self.campaign["C"] = sim.campaign_backdoor_trigger(self.api, start=sim.DAY + timedelta(hours=15),
-                                                               rng=np.random.default_rng(self.seed + 4))
-        self.world.log.sort(key=lambda q: (q.time, q.account))
+        self.world, self.history, self.campaign = sim.run_day(self.seed, n_benign=self.n_benign, step=self.step)
 
     # -- detect ----------------------------------------------------------------------------------------
     def detect(self) -> list:
@@ -328,7 +310,7 @@ def _count(items) -> dict[str, int]:
 
 def run_demo(out: Path, *, seed: int = 0, db: str | None = None, n_benign: int = 60, progress=None) -> dict[str, Any]:
     """Run the whole demo into ``out``; returns the summary (also written to summary.json)."""
-    sim.quiet_art()
+    quiet_art()
     out.mkdir(parents=True, exist_ok=True)
     if db is None:
         for suffix in ("", "-wal", "-shm"):

@@ -35,8 +35,7 @@ def timeline_figure(run, events, summary) -> str:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from . import demo_sim as sim
+    from kizashi.scenarios import demo_day as sim
 
     day = sim.DAY
     campaign_accounts = [c["account"] for c in summary["campaigns"].values()]

@@ -136,3 +136,30 @@ def postgresql_url() -> Iterator[str]:
         if started:
             pg_ctl("-m", "immediate", "stop")
         shutil.rmtree(base, ignore_errors=True)
+
+
+# -- BadNets-poisoned digits and models trained on them (data and model detector tests) -----------
+
+
+@pytest.fixture(scope="module")
+def poisoned():
+    """Digits with 5% BadNets (ART 4-pixel pattern, target 0): (X, y, Xp, yp, poisoned idx, model
+    trained on the poisoned set, model trained on the clean set)."""
+    from kizashi.scenarios.digits import load_digits01, train_mlp
+    from kizashi.scenarios.poisoning import badnets
+
+    X, y = load_digits01()
+    Xp, yp, idx = badnets(X, y, 0.05)
+    return X, y, Xp, yp, idx, train_mlp(Xp, yp, max_iter=300), train_mlp(X, y, max_iter=300)
+
+
+@pytest.fixture(scope="module")
+def backdoored_models():
+    """(MLP trained on 5% BadNets digits, MLP trained on the clean ones, 397 clean held-out digits)."""
+    from kizashi.scenarios.digits import load_digits01, train_mlp
+    from kizashi.scenarios.poisoning import badnets
+
+    X, y = load_digits01()
+    X_tr, y_tr, X_clean = X[:1400], y[:1400], X[1400:]
+    Xp, yp, _ = badnets(X_tr, y_tr, 0.05)
+    return train_mlp(Xp, yp, max_iter=300), train_mlp(X_tr, y_tr, max_iter=300), X_clean

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 from kizashi.cli.main import app
 from kizashi.engine.store import Store
-from test_detectors_data_spectral import badnets, poisoned  # noqa: F401 - fixture
+from kizashi.scenarios.poisoning import badnets
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -24,7 +24,7 @@ def test_detectors_list():
     assert rows["gong_binary"]["needs"]["adversarial_examples"] == "required"
 
 
-def test_scan_data_to_file_and_store(poisoned, tmp_path):  # noqa: F811
+def test_scan_data_to_file_and_store(poisoned, tmp_path):
     X, y, Xp, yp, idx, model, _ = poisoned
     np.savez(tmp_path / "train.npz", X=Xp, y=yp)
     with open(tmp_path / "m.pkl", "wb") as fh:

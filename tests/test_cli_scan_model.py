@@ -7,14 +7,13 @@ import pickle
 
 import numpy as np
 from kizashi.cli.main import app
-from test_detectors_data_b3d import models  # noqa: F401  (module-scoped fixture)
 from typer.testing import CliRunner
 
 runner = CliRunner()
 
 
-def test_scan_model_flags_backdoored_only(tmp_path, models):  # noqa: F811
-    backdoored, clean, X_clean = models
+def test_scan_model_flags_backdoored_only(tmp_path, backdoored_models):
+    backdoored, clean, X_clean = backdoored_models
     np.savez(tmp_path / "clean.npz", X=X_clean)
     for name, mdl in (("bd", backdoored), ("ok", clean)):
         with open(tmp_path / f"{name}.pkl", "wb") as fh:

@@ -9,6 +9,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from helpers_events import campaign
 from kizashi.connectors.base import DeliveryError
 from kizashi.connectors.config import load_sinks
 from kizashi.connectors.elastic import ElasticBulkSink
@@ -16,7 +17,6 @@ from kizashi.connectors.outbox import Backoff, deliver
 from kizashi.connectors.splunk_hec import HecSink
 from kizashi.engine.pipeline import Pipeline
 from kizashi.engine.store import Store
-from test_store import campaign
 
 
 class Receiver:

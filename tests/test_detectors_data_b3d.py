@@ -3,44 +3,26 @@ clean one on digits."""
 
 from __future__ import annotations
 
-import sys
-import warnings
-from pathlib import Path
-
 import numpy as np
 import pytest
 from kizashi.detectors import create
+from kizashi.scenarios.digits import train_mlp
+from kizashi.scenarios.poisoning import badnets
 from sklearn.datasets import load_digits
-from sklearn.neural_network import MLPClassifier
-from test_detectors_data_spectral import badnets
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench import poisoning  # noqa: E402
 
 
 def single_pixel(X, y, fraction):
     """ART add_single_bd backdoor (one bright pixel near the bottom-right corner) relabelled to class 0."""
-    Xp, yp, _, _ = poisoning.badnets(X, y, fraction, target=0, seed=0, kind="single")
+    Xp, yp, _ = badnets(X, y, fraction, target=0, seed=0, trigger="single")
     return Xp, yp
 
 
 def _train(X, y):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return MLPClassifier((64,), max_iter=300, random_state=0).fit(X, y)
+    return train_mlp(X, y, seed=0, max_iter=300)
 
 
-@pytest.fixture(scope="module")
-def models():
-    X, y = load_digits(return_X_y=True)
-    X = X / 16.0
-    X_tr, y_tr, X_clean = X[:1400], y[:1400], X[1400:]
-    Xp, yp, _ = badnets(X_tr, y_tr, 0.05)
-    return _train(Xp, yp), _train(X_tr, y_tr), X_clean
-
-
-def test_backdoored_model_flagged_with_target(models):
-    backdoored, _, X_clean = models
+def test_backdoored_model_flagged_with_target(backdoored_models):
+    backdoored, _, X_clean = backdoored_models
     det = create("b3d").set_context(model_id="digits")
     rep = det.inspect_model(backdoored, X_clean)
     # measured 2.47 (threshold 1.8): the 4-pixel trigger is 2.5x smaller than on the distilled references
@@ -50,16 +32,16 @@ def test_backdoored_model_flagged_with_target(models):
     assert len(ev) == 1 and ev[0].stage == "precursor" and ev[0].evidence["target_class"] == 0
 
 
-def test_single_pixel_backdoor_flagged(models):
-    _, _, X_clean = models
+def test_single_pixel_backdoor_flagged(backdoored_models):
+    _, _, X_clean = backdoored_models
     X, y = load_digits(return_X_y=True)
     backdoored = _train(*single_pixel(X[:1400] / 16.0, y[:1400], 0.10))
     rep = create("b3d").inspect_model(backdoored, X_clean)
     assert rep.suspicious and rep.target_class == 0 and rep.score > 4.0  # measured 5.07
 
 
-def test_clean_model_not_flagged_and_deterministic(models):
-    backdoored, clean, X_clean = models
+def test_clean_model_not_flagged_and_deterministic(backdoored_models):
+    backdoored, clean, X_clean = backdoored_models
     rep = create("b3d").inspect_model(clean, X_clean)
     assert not rep.suspicious and rep.target_class is None and rep.score < 1.6  # measured 1.38
     assert rep.to_events(create("b3d")) == []
@@ -67,8 +49,8 @@ def test_clean_model_not_flagged_and_deterministic(models):
     np.testing.assert_array_equal(rep.scores, again.scores)
 
 
-def test_bad_input(models):
-    backdoored, _, X_clean = models
+def test_bad_input(backdoored_models):
+    backdoored, _, X_clean = backdoored_models
     with pytest.raises(ValueError, match="needs the protected model"):
         create("b3d").inspect_model(None, X_clean)
     with pytest.raises(AttributeError):  # a model detector has no dataset inspection
@@ -85,8 +67,8 @@ class BlackBox:
         return self._estimator.predict_proba(X)
 
 
-def test_black_box_model_scanned_with_nes(models):
-    _, clean, X_clean = models
+def test_black_box_model_scanned_with_nes(backdoored_models):
+    _, clean, X_clean = backdoored_models
     X, y = load_digits(return_X_y=True)
     backdoored = _train(*single_pixel(X[:1400] / 16.0, y[:1400], 0.10))
     rep = create("b3d", n_references=1).inspect_model(BlackBox(backdoored), X_clean)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from kizashi.detectors import create
 from kizashi.detectors.base import NotFittedError
+from kizashi.scenarios.poisoning import badnets
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from test_detectors_data_spectral import badnets
 
 
 @pytest.fixture(scope="module")

@@ -2,100 +2,19 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
+from helpers_poisoning import (
+    accuracy_regained,
+    check_clean,
+    flipped_case,
+    inspect_rates,
+    rates,
+    svm_case,
+)
 from kizashi.detectors import create
-from sklearn.datasets import load_digits
+from kizashi.scenarios.poisoning import nearest_flip
 from sklearn.neighbors import KNeighborsClassifier
-from sklearn.svm import SVC
-
-
-def random_flip(y, fraction, seed=0):
-    """Untargeted label flipping: a random ``fraction`` of samples get a random other label."""
-    rng = np.random.default_rng(seed)
-    n_classes = int(y.max()) + 1
-    idx = np.sort(rng.choice(len(y), size=int(round(fraction * len(y))), replace=False))
-    yp = y.copy()
-    yp[idx] = (y[idx] + rng.integers(1, n_classes, size=len(idx))) % n_classes
-    return yp, idx
-
-
-def nearest_flip(X, y, fraction, target=0):
-    """Targeted adversarial flip: the other-class samples closest to ``target``'s centre get its label."""
-    other = np.flatnonzero(y != target)
-    d = np.linalg.norm(X[other] - X[y == target].mean(axis=0), axis=1)
-    idx = np.sort(other[np.argsort(d)[: int(round(fraction * len(y)))]])
-    yp = y.copy()
-    yp[idx] = target
-    return yp, idx
-
-
-def svm_poison(X, y, n_poison, classes=(1, 7), seed=0, max_iter=3):
-    """ART PoisoningAttackSVM (Biggio et al. gradient ascent on a linear SVC) on a 2-class digits subset.
-    Returns the poisoned training set (poisons appended), their indices and a held-out test split."""
-    from art.attacks.poisoning import PoisoningAttackSVM
-    from art.estimators.classification.scikitlearn import ScikitlearnSVC
-    from sklearn.model_selection import train_test_split
-
-    keep = np.isin(y, classes)
-    Xb, yb = X[keep], (y[keep] == classes[1]).astype(int)
-    Xtr, Xrest, ytr, yrest = train_test_split(Xb, yb, train_size=120, random_state=seed, stratify=yb)
-    Xval, Xte, yval, yte = train_test_split(Xrest, yrest, train_size=40, random_state=seed, stratify=yrest)
-    clf = ScikitlearnSVC(SVC(kernel="linear", probability=False), clip_values=(0.0, 1.0))
-    clf.fit(Xtr, np.eye(2)[ytr])
-    init = np.random.default_rng(seed).choice(len(ytr), size=n_poison, replace=False)
-    attack = PoisoningAttackSVM(clf, step=0.1, eps=1.0, x_train=Xtr, y_train=np.eye(2)[ytr], x_val=Xval,
-                                y_val=np.eye(2)[yval], max_iter=max_iter, verbose=False)
-    Xp, yp = attack.poison(Xtr[init], y=np.eye(2)[1 - ytr[init]])
-    X_all = np.vstack([Xtr, Xp])
-    y_all = np.concatenate([ytr, yp.argmax(axis=1)])
-    return X_all, y_all, np.arange(len(ytr), len(y_all)), Xte, yte
-
-
-def rates(rep, idx, n):
-    recall = np.isin(idx, rep.flagged).mean()
-    clean_flagged = np.setdiff1d(rep.flagged, idx).size / (n - len(idx))
-    return recall, clean_flagged
-
-
-def inspect_rates(name, X, yp, idx, **params):
-    rep = create(name, **params).inspect(X, yp)
-    return (rep, *rates(rep, idx, len(yp)))
-
-
-def svm_case(name, X, y, n_poison, seed=0, max_iter=3, **params):
-    """ART SVM poisoning, then ``name`` on the poisoned binary training set: (report, recall, clean share)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        Xp, yp, idx, _, _ = svm_poison(X, y, n_poison=n_poison, seed=seed, max_iter=max_iter)
-    return inspect_rates(name, Xp, yp, idx, **params)
-
-
-def accuracy_regained(X, y, yp, flagged):
-    """1-NN (it follows every flipped label) trained on the poisoned 2/3 vs without the flagged samples,
-    tested on the clean labels of the other third: (poisoned accuracy, cleaned accuracy)."""
-    tr, te = np.arange(len(y)) % 3 != 0, np.arange(len(y)) % 3 == 0
-    keep = tr & ~np.isin(np.arange(len(y)), flagged)
-    knn = KNeighborsClassifier(1)
-    return knn.fit(X[tr], yp[tr]).score(X[te], y[te]), knn.fit(X[keep], yp[keep]).score(X[te], y[te])
-
-
-def check_clean(name, X, y, max_share):
-    rep = create(name).inspect(X, y)
-    assert not rep.suspicious and len(rep.flagged) == 0
-    assert rep.details["inconsistent_share"] < max_share
-    assert rep.to_events(create(name)) == []
-    return rep
-
-
-def flipped_case(name, fraction=0.05, seed=0):
-    """Digits (scaled /16) with a random label flip, and ``name``'s report on them."""
-    X, y = load_digits(return_X_y=True)
-    X = X / 16.0
-    yp, idx = random_flip(y, fraction, seed=seed)
-    return X, y, yp, idx, create(name).inspect(X, yp)
 
 
 @pytest.fixture(scope="module")

@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 from kizashi.detectors import create
+from kizashi.scenarios.poisoning import badnets
 from sklearn.datasets import load_digits
 from sklearn.neural_network import MLPClassifier
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench import poisoning  # noqa: E402
-
-
-def badnets(X, y, fraction, target=0, seed=0):
-    """The bench's BadNets poisoning (ART PoisoningAttackBackdoor, 4-pixel pattern): (X, y, poisoned indices)."""
-    return poisoning.badnets(X, y, fraction, target=target, seed=seed)[:3]
-
-
-@pytest.fixture(scope="module")
-def poisoned():
-    X, y = load_digits(return_X_y=True)
-    X = X / 16.0
-    Xp, yp, idx = badnets(X, y, 0.05)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = MLPClassifier((64,), max_iter=300, random_state=0).fit(Xp, yp)
-        clean_model = MLPClassifier((64,), max_iter=300, random_state=0).fit(X, y)
-    return X, y, Xp, yp, idx, model, clean_model
 
 
 def test_flags_poisons_and_target_class(poisoned):

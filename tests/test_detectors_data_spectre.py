@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 from kizashi.detectors import create
-from test_detectors_data_spectral import poisoned  # noqa: F401  (module-scoped fixture)
 
 
-def test_spectre_flags_poisons_with_few_false_flags(poisoned):  # noqa: F811
+def test_spectre_flags_poisons_with_few_false_flags(poisoned):
     X, y, Xp, yp, idx, model, _ = poisoned
     det = create("spectre").set_context(model_id="digits")
     rep = det.inspect(Xp, yp, model=model)
@@ -20,7 +19,7 @@ def test_spectre_flags_poisons_with_few_false_flags(poisoned):  # noqa: F811
     np.testing.assert_array_equal(rep.flagged, again.flagged)
 
 
-def test_spectre_clean_not_suspicious(poisoned):  # noqa: F811
+def test_spectre_clean_not_suspicious(poisoned):
     X, y, *_, clean_model = poisoned
     rep = create("spectre").inspect(X, y, model=clean_model)
     assert not rep.suspicious and len(rep.flagged) == 0

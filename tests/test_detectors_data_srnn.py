@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from kizashi.detectors import create
-from test_detectors_data_dos_poison import (
+from helpers_poisoning import (
     accuracy_regained,
     check_clean,
     flipped_case,
     inspect_rates,
-    nearest_flip,
     rates,
     svm_case,
 )
+from kizashi.detectors import create
+from kizashi.scenarios.poisoning import nearest_flip
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import warnings
 import numpy as np
 import pytest
 from kizashi.detectors import create
+from kizashi.scenarios.poisoning import badnets
 from sklearn.datasets import load_digits
 from sklearn.neural_network import MLPClassifier
-from test_detectors_data_spectral import badnets
 from threadpoolctl import threadpool_limits
 
 

@@ -1,14 +1,12 @@
 """Input/output detectors (issue 6) against real ART attacks on real scikit-learn digit models.
 
 Module-scoped fixtures train a small MLP on ``load_digits`` once, craft FGSM and DeepFool examples
-with adversarial-robustness-toolbox (through the gradient helpers of ``bench/attacks_input.py``)
+with adversarial-robustness-toolbox (``kizashi.scenarios``, with gradients from ``kizashi.detectors.models``)
 and train a BadNets-backdoored MLP; every detector is then fitted on clean held-out digits.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import warnings
 from pathlib import Path
 
@@ -16,7 +14,11 @@ import numpy as np
 import pytest
 from kizashi import detectors
 from kizashi.detectors.base import InputDetector, NotFittedError
+from kizashi.detectors.models import SklearnModel
 from kizashi.mappings import load_catalogue
+from kizashi.scenarios.digits import load_digits01
+from kizashi.scenarios.evasion import craft_evasion
+from kizashi.scenarios.poisoning import add_trigger, train_backdoored
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
@@ -27,26 +29,11 @@ SUPERVISED = {"gong_binary", "safetynet", "introspection"}  # need X_adv
 OPTIONAL_ADV = {"grosse_mmd", "kd_bu", "bimodel_mismatch"}  # use X_adv when given
 
 
-def _load_attacks():
-    if "attacks_input" in sys.modules:
-        return sys.modules["attacks_input"]
-    spec = importlib.util.spec_from_file_location("attacks_input", ROOT / "bench" / "attacks_input.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["attacks_input"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
-def atk():
-    return _load_attacks()
-
-
-@pytest.fixture(scope="module")
-def digits(atk):
+def digits():
     from sklearn.neural_network import MLPClassifier
 
-    X, y = atk.load_digits01()
+    X, y = load_digits01()
     X_tr, X_rest, y_tr, y_rest = train_test_split(X, y, test_size=0.5, random_state=0, stratify=y)
     X_fit, X_te, y_fit, y_te = train_test_split(X_rest, y_rest, test_size=0.5, random_state=0, stratify=y_rest)
     with warnings.catch_warnings():
@@ -57,9 +44,9 @@ def digits(atk):
     def successful(X, y, adv):
         return adv[(mlp.predict(X) == y) & (mlp.predict(adv) != y)]
 
-    known = atk.craft_evasion(mlp, X_fit[:120], y_fit[:120], attack="fgsm", eps=0.2)
-    fgsm = atk.craft_evasion(mlp, X_te, y_te, attack="fgsm", eps=0.2)
-    deepfool = atk.craft_evasion(mlp, X_te, y_te, attack="deepfool")
+    known = craft_evasion(mlp, X_fit[:120], y_fit[:120], attack="fgsm", eps=0.2, gradients=SklearnModel)
+    fgsm = craft_evasion(mlp, X_te, y_te, attack="fgsm", eps=0.2, gradients=SklearnModel)
+    deepfool = craft_evasion(mlp, X_te, y_te, attack="deepfool", gradients=SklearnModel)
     return {"X_tr": X_tr, "y_tr": y_tr, "X_fit": X_fit, "y_fit": y_fit, "X_te": X_te, "y_te": y_te,
             "mlp": mlp, "known": successful(X_fit[:120], y_fit[:120], known),
             "fgsm": successful(X_te, y_te, fgsm), "deepfool": successful(X_te, y_te, deepfool),
@@ -78,14 +65,14 @@ def lr(digits):
 
 
 @pytest.fixture(scope="module")
-def backdoor(atk, digits):
+def backdoor(digits):
     from sklearn.neural_network import MLPClassifier
 
-    bd, idx = atk.train_backdoored(digits["X_tr"], digits["y_tr"], target=0, fraction=0.1, seed=0,
+    bd, idx = train_backdoored(digits["X_tr"], digits["y_tr"], target=0, fraction=0.1, seed=0, distance=1,
                                    estimator=MLPClassifier((48,), max_iter=200, random_state=0))
     X_te, y_te = digits["X_te"], digits["y_te"]
     victims = X_te[(y_te != 0) & (bd.predict(X_te) == y_te)]
-    trig = atk.add_trigger(victims)
+    trig = add_trigger(victims, distance=1)
     trig = trig[bd.predict(trig) == 0]
     return {"model": bd, "poisoned": idx, "triggered": trig}
 

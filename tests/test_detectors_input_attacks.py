@@ -1,16 +1,17 @@
 """Model gradient helpers (``kizashi.detectors.models``) and the ART attack helpers of
-``bench/attacks_input.py`` that the input-detector bench, tests and demo use."""
+``kizashi.scenarios`` that the input-detector bench and tests use."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from kizashi.detectors.models import as_model, image_shape_for
+from kizashi.detectors.models import SklearnModel, as_model, image_shape_for
+from kizashi.scenarios.digits import load_digits01
+from kizashi.scenarios.evasion import art_classifier, craft_evasion, craft_transfer
+from kizashi.scenarios.poisoning import add_trigger, badnets
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.svm import SVC
@@ -19,18 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def atk():
-    if "attacks_input" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("attacks_input", ROOT / "bench" / "attacks_input.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["attacks_input"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["attacks_input"]
-
-
-@pytest.fixture(scope="module")
-def data(atk):
-    X, y = atk.load_digits01()
+def data():
+    X, y = load_digits01()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mlp = MLPClassifier((32, 16), max_iter=200, random_state=0).fit(X[:900], y[:900])
@@ -77,10 +68,10 @@ def test_model_helpers_shapes_and_errors(data):
         image_shape_for(64, (4, 4))
 
 
-def test_art_mlp_wrapper_class_gradient(atk, data):
+def test_art_mlp_wrapper_class_gradient(data):
     X, _, mlp, _ = data
-    clf = atk.art_classifier(mlp)
-    assert isinstance(clf, atk.ArtSklearnMLP) and clf.nb_classes == 10
+    clf = art_classifier(mlp, gradients=SklearnModel)
+    assert type(clf).__name__ == "ArtSklearnMLP" and clf.nb_classes == 10
     x = X[900:902].astype(np.float32)
     g = clf.class_gradient(x)
     assert g.shape == (2, 10, 64)
@@ -88,34 +79,34 @@ def test_art_mlp_wrapper_class_gradient(atk, data):
     num = numeric_grad(lambda z: clf.predict(z)[:, 7].astype(np.float64), x.astype(np.float64), eps=1e-2)
     assert np.allclose(g[:, 7], num, rtol=2e-2, atol=2e-2)
     assert clf.class_gradient(x, label=[1, 2]).shape == (2, 1, 64)
-    assert type(atk.art_classifier(LogisticRegression())).__name__ == "ScikitlearnLogisticRegression"
+    assert type(art_classifier(LogisticRegression())).__name__ == "ScikitlearnLogisticRegression"
 
 
-def test_whitebox_blackbox_and_transfer_attacks(atk, data):
+def test_whitebox_blackbox_and_transfer_attacks(data):
     X, y, mlp, _ = data
     x, t = X[1000:1012], y[1000:1012]
     right = mlp.predict(x) == t
-    cw = atk.craft_evasion(mlp, x, attack="cw", max_iter=10)
+    cw = craft_evasion(mlp, x, attack="cw", max_iter=10, gradients=SklearnModel)
     assert (mlp.predict(cw)[right] != t[right]).mean() >= 0.7
-    hsj = atk.craft_evasion(mlp, x, attack="hopskipjump", max_iter=5)
+    hsj = craft_evasion(mlp, x, attack="hopskipjump", max_iter=5, gradients=SklearnModel)
     assert (mlp.predict(hsj)[right] != t[right]).mean() >= 0.7
-    adv, proxy = atk.craft_transfer(mlp, X[:900], x, eps=0.25)
+    adv, proxy = craft_transfer(mlp, X[:900], x, eps=0.25)
     assert isinstance(proxy, LogisticRegression)
     assert (mlp.predict(adv)[right] != t[right]).mean() >= 0.7  # crafted on the proxy, fools the MLP
     assert np.abs(adv - x).max() <= 0.25 + 1e-6
     with pytest.raises(ValueError, match="unknown evasion attack"):
-        atk.craft_evasion(mlp, x, attack="boundary")
+        craft_evasion(mlp, x, attack="boundary")
 
 
-def test_badnets_poisoning(atk, data):
+def test_badnets_poisoning(data):
     X, y, _, _ = data
-    Xp, yp, idx = atk.poison_badnets(X[:500], y[:500], target=3, fraction=0.1, seed=1)
+    Xp, yp, idx = badnets(X[:500], y[:500], 0.1, target=3, seed=1, distance=1)
     assert len(idx) == 50 and np.all(yp[idx] == 3) and np.all(y[:500][idx] != 3)
     untouched = np.setdiff1d(np.arange(500), idx)
     assert np.array_equal(Xp[untouched], X[:500][untouched]) and np.array_equal(yp[untouched], y[:500][untouched])
     changed = (Xp[idx] != X[:500][idx]).reshape(-1, 8, 8)
     assert not changed[:, :4, :].any() and not changed[:, :, :4].any()  # pattern sits in the corner
-    trig = atk.add_trigger(X[:3]).reshape(-1, 8, 8)
+    trig = add_trigger(X[:3], distance=1).reshape(-1, 8, 8)
     assert np.all(trig[:, 6, 6] == 1.0)
     with pytest.raises(ValueError, match="fraction"):
-        atk.poison_badnets(X, y, fraction=1.5)
+        badnets(X, y, 1.5)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
 from kizashi import detectors
 from kizashi.detectors.base import NotFittedError
 from kizashi.mappings import load_catalogue
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench import query_sim  # noqa: E402
+from kizashi.scenarios.api import InferenceAPI
+from kizashi.scenarios.digits import digits_task
+from kizashi.scenarios.evasion import EVASION_ATTACKS, run_evasion
+from kizashi.scenarios.extraction import EXTRACTION_ATTACKS, ood_natural_pool, run_extraction
+from kizashi.scenarios.traffic import benign_traffic, replay
 
 STREAM = ["query_rate", "label_distribution", "stateful_knn", "blacklight", "prada", "vardetect", "hoda", "atli"]
 FAST = {"calibration_streams": 12, "calibration_length": 200}
@@ -22,7 +22,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def task():
-    return query_sim.digits_task(seed=0, hidden=(32,), max_iter=200)
+    return digits_task(seed=0, hidden=(32,), max_iter=200)
 
 
 @pytest.fixture(scope="module")
@@ -203,10 +203,10 @@ def test_hoda_hardness_degrees(fitted, task):
 
 def test_atli_with_ood_examples_trains_a_classifier(task, ref):
     X, _ = ref
-    det = detectors.create("atli", **FAST).fit(X, X_ood=query_sim.ood_natural_pool(200, seed=3),
+    det = detectors.create("atli", **FAST).fit(X, X_ood=ood_natural_pool(200, seed=3),
                                                X_calib=task.X_benign[300:])
     assert det.mode_ == "classifier"
-    ood = query_sim.ood_natural_pool(60, seed=9)
+    ood = ood_natural_pool(60, seed=9)
     assert _feed(det, ood)[0] is not None
 
 
@@ -323,16 +323,16 @@ def test_bad_prediction_and_bad_times_are_rejected(fitted, task, ref):
 
 
 def test_real_hopskipjump_is_caught_by_stateful_detectors(task, fitted):
-    api = query_sim.InferenceAPI(task.model)
-    users = query_sim.benign_traffic(api, task.X_benign[300:], n_accounts=3, queries_per_account=60, seed=4)
-    summary = query_sim.run_evasion(api, "hopskipjump", task.X_attack[:1], account="mallory", max_queries=150,
+    api = InferenceAPI(task.model)
+    users = benign_traffic(api, task.X_benign[300:], n_accounts=3, queries_per_account=60, seed=4)
+    summary = run_evasion(api, "hopskipjump", task.X_attack[:1], account="mallory", max_queries=150,
                                     start=30.0)
     assert summary["queries"] >= 100  # the real attack ran through the API
     assert all(q.account in set(users) | {"mallory"} for q in api.log)
     for name in ("stateful_knn", "blacklight"):
         det = fitted[name]
         det.reset()
-        result = query_sim.replay(api.log, det)
+        result = replay(api.log, det)
         assert result.first_alarm.get("mallory", 10**9) <= 100, name
         assert not set(result.first_alarm) & set(users), name
 
@@ -349,14 +349,14 @@ def test_vardetect_incremental_mmd_equals_direct_computation(fitted, task):
         assert s[t] == pytest.approx(kww + det.k_rr_ - 2 * kwr, abs=1e-9)
 
 
-@pytest.mark.parametrize("attack", query_sim.EVASION_ATTACKS + query_sim.EXTRACTION_ATTACKS)
+@pytest.mark.parametrize("attack", EVASION_ATTACKS + EXTRACTION_ATTACKS)
 def test_every_art_attack_driver_sends_its_queries_through_the_api(attack, task):
-    api = query_sim.InferenceAPI(task.model)
-    if attack in query_sim.EVASION_ATTACKS:
-        s = query_sim.run_evasion(api, attack, task.X_attack[:1], account="m", max_queries=40)
+    api = InferenceAPI(task.model)
+    if attack in EVASION_ATTACKS:
+        s = run_evasion(api, attack, task.X_attack[:1], account="m", max_queries=40)
         assert s["queries"] <= 40 + 64  # the budget is checked per ART predict call (a batch)
     else:
-        s = query_sim.run_extraction(api, attack, task.X_attack, account="m", n_queries=40, X_test=task.X_benign[:50])
+        s = run_extraction(api, attack, task.X_attack, account="m", n_queries=40, X_test=task.X_benign[:50])
         assert s["queries"] == 40 and 0 <= s["agreement"] <= 1
     recs = api.queries("m")
     assert len(recs) == s["queries"] == api.count("m") > 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from _connector_alerts import all_alerts, evasion_alert
-from _http_receivers import ElasticReceiver
+from helpers_alerts import all_alerts, evasion_alert
 from kizashi.connectors.base import DeliveryError
 from kizashi.connectors.elastic import EcsFormatter, ElasticBulkSink
 from kizashi.mappings import load_atlas
+from kizashi.scenarios.receivers import ElasticReceiver
 
 
 def test_ecs_documents_carry_atlas_threat_fields():

@@ -6,30 +6,11 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from helpers_events import make
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kizashi.engine import Alert, DetectionEvent, EventValidationError, RuleRef, flatten_event
 from kizashi.engine.events import EVENT_FIELD_MAP, unflatten_event
-
-
-def make(**over):
-    base = {
-        "id": "evt-1",
-        "time": "2026-11-28T10:00:00+09:00",
-        "detector": {"id": "kizashi.prada", "name": "prada", "version": "0.1.0", "method": "juuti2019-prada"},
-        "stage": "symptom",
-        "attack": "extraction",
-        "atlas": {"techniques": ["AML.T0024.002", "AML.T0040"]},
-        "subject": {"account": "acct-7", "source_ip": "10.0.0.7"},
-        "target": {"model": "digits-mlp", "model_version": "3", "endpoint": "/v1/predict"},
-        "data_used": {"input": "target"},
-        "score": 0.62,
-        "threshold": 0.9,
-        "severity": "high",
-        "evidence": {"queries": 120, "w": 0.62},
-    }
-    base.update(over)
-    return base
 
 
 def test_parse_normalises_time_to_utc_and_derives_tactics():

@@ -22,8 +22,8 @@ def test_every_event_field_documented():
 
 
 def test_every_alert_field_documented():
+    from helpers_events import make
     from kizashi.engine import Alert, DetectionEvent, RuleRef
-    from test_events import make
 
     e = DetectionEvent.parse(make())
     a = Alert.from_events(rule=RuleRef(id="r"), events=[e], group={"account.id": "x"})

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from _connector_alerts import all_alerts, hostile_alert
-from _http_receivers import HecReceiver
+from helpers_alerts import all_alerts, hostile_alert
 from kizashi.connectors.base import DeliveryError
 from kizashi.connectors.splunk_hec import HecSink
+from kizashi.scenarios.receivers import HecReceiver
 
 
 @pytest.fixture

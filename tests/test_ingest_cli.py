@@ -12,8 +12,8 @@ import urllib.error
 import urllib.request
 
 import pytest
+from helpers_events import ev
 from kizashi.engine.store import Store
-from test_store import ev
 
 KIZASHI = [sys.executable, "-m", "kizashi.cli.main"]
 

@@ -9,11 +9,11 @@ import sqlite3
 
 import eql
 import pytest
+from helpers_campaigns import EXPECTED, campaign_events
 from kizashi.cli.main import app
 from kizashi.engine.sigma import RuleSet
 from kizashi.engine.sigma.export import export
 from kizashi.rules import bundled_rules_path
-from test_rules_campaigns import EXPECTED, campaign_events
 from typer.testing import CliRunner
 
 runner = CliRunner()

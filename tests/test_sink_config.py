@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from _connector_alerts import all_alerts
-from _http_receivers import HecReceiver, WebhookReceiver
+from helpers_alerts import all_alerts
 from kizashi.connectors.config import load_sinks
 from kizashi.connectors.splunk_hec import HecSink
 from kizashi.connectors.stix import StixFileSink
 from kizashi.connectors.syslog import SyslogSink
 from kizashi.connectors.taxii import TaxiiSink
 from kizashi.connectors.webhook import WebhookSink
+from kizashi.scenarios.receivers import HecReceiver, WebhookReceiver
 
 
 def test_sinks_built_from_yaml_with_env_secrets_deliver(tmp_path, monkeypatch):

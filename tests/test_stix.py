@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from _connector_alerts import RULE_TEXTS, all_alerts, extraction_alert, hostile_alert
+from helpers_alerts import RULE_TEXTS, all_alerts, extraction_alert, hostile_alert
 from kizashi.connectors.stix import EXTENSION_DEFINITION_ID, StixFileSink, StixFormatter
 from kizashi.mappings import load_atlas
 from stix2validator import ValidationOptions, validate_string
@@ -110,7 +110,7 @@ def test_file_sink_overwrites_its_own_bundle_on_resend(tmp_path):
 
 def test_sco_ids_follow_the_stix_rule_as_the_stix2_library_computes_it():
     import stix2
-    from _connector_alerts import HOSTILE
+    from helpers_alerts import HOSTILE
     from kizashi.connectors.stix import sco
 
     for account in ("acct-7", "x" + HOSTILE + "x", 'q"\\'):

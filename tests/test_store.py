@@ -4,33 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
-from kizashi.engine import DetectionEvent
+from helpers_events import campaign, ev
 from kizashi.engine.pipeline import Pipeline
 from kizashi.engine.store import Store
 from sqlalchemy import text
-
-T0 = datetime(2026, 11, 28, 1, 0, tzinfo=UTC)
-
-
-def ev(eid, stage, attack, techniques, *, account="acct-a", model="digits", minutes=0, detector="prada"):
-    return DetectionEvent.parse({
-        "id": eid, "time": (T0 + timedelta(minutes=minutes)).isoformat(),
-        "detector": {"id": f"kizashi.{detector}", "name": detector}, "stage": stage, "attack": attack,
-        "atlas": {"techniques": techniques}, "subject": {"account": account}, "target": {"model": model},
-        "score": 2.0, "threshold": 1.0,
-    })
-
-
-def campaign(prefix="", account="acct-a"):
-    return [
-        ev(prefix + "x1", "symptom", "extraction", ["AML.T0024.002", "AML.T0040"], account=account, minutes=0),
-        ev(prefix + "x2", "symptom", "extraction", ["AML.T0024.002"], account=account, minutes=5),
-        ev(prefix + "v1", "symptom", "evasion", ["AML.T0015"], account=account, minutes=60,
-           detector="feature_squeezing"),
-    ]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

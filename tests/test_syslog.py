@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from _connector_alerts import HOSTILE, all_alerts, hostile_alert
+from helpers_alerts import HOSTILE, all_alerts, hostile_alert
 from kizashi.connectors.syslog import CefFormatter, LeefFormatter, Rfc5424Formatter, SyslogSink, cef_value
 
 

@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from _connector_alerts import all_alerts, hostile_alert
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from helpers_alerts import all_alerts, hostile_alert
 from kizashi.connectors.base import DeliveryError
 from kizashi.connectors.syslog import CefFormatter, SyslogSink
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import requests
-from _connector_alerts import RULE_TEXTS, all_alerts, hostile_alert
+from helpers_alerts import RULE_TEXTS, all_alerts, hostile_alert
 from kizashi.connectors.base import DeliveryError
 from kizashi.connectors.stix import StixFormatter
 from kizashi.connectors.taxii import TaxiiSink

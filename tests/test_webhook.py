@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from _connector_alerts import all_alerts, hostile_alert
-from _http_receivers import WebhookReceiver
+from helpers_alerts import all_alerts, hostile_alert
 from kizashi.connectors.base import DeliveryError
 from kizashi.connectors.webhook import WebhookSink
+from kizashi.scenarios.receivers import WebhookReceiver
 
 
 def test_signed_post_is_verified_and_resend_has_same_idempotency_key():
