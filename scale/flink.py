@@ -1,0 +1,387 @@
+"""kizashi's detection pipeline as an Apache Flink DataStream job (PyFlink).
+
+Topology (one operator per box; ``=>`` is a keyed repartition)::
+
+    events file/Kafka -> parse (quarantine) -> event-time watermarks
+      -> detect  [every detection rule per event; rules from broadcast state]
+      => correlate level 1  [key: (correlation, group-by values); window in keyed state;
+                             event-time timers release each timestamp once the watermark passes]
+      => correlate level 2  [correlations over level-1 firings] ... (one level per chain depth)
+      -> results sink (files rolled on checkpoints: exactly once) ; quarantine sink
+    queries -> parse => query-stream detector [key: account; detector state in keyed state]
+      -> DetectionEvents -> joins the events before the watermarks
+
+The per-event and per-key logic is :mod:`kizashi.scale.keyed_rules` and
+:mod:`kizashi.scale.keyed_detectors` (plain Python, the engine's own state machines); this module
+only wires them into Flink. Rules reach every task as broadcast state: tasks buffer what arrives
+before them (the combined watermark cannot pass before the broadcast input ends or idles).
+
+Run it with the PyFlink environment's interpreter (``.venv-flink/bin/python -m kizashi.scale.flink``
+or ``kizashi flink run`` from the main environment); see docs/scale.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+from pyflink.common import Configuration, Duration, Encoder, Types, WatermarkStrategy
+from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.datastream import (
+    BroadcastProcessFunction,
+    KeyedBroadcastProcessFunction,
+    KeyedProcessFunction,
+    OutputTag,
+    ProcessFunction,
+    RuntimeExecutionMode,
+    StreamExecutionEnvironment,
+)
+from pyflink.datastream.connectors.file_system import (
+    FileSink,
+    FileSource,
+    OutputFileConfig,
+    RollingPolicy,
+    StreamFormat,
+)
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+
+from kizashi.engine.sigma import event_timestamp, normalise_event
+
+from .keyed_rules import KeyedRecord, KeyedRulePlan
+
+NO_TIME = -(2**63) + 1  # Flink timestamp of an event without a (parseable) time
+RESULTS = OutputTag("results", Types.STRING())
+QUARANTINE = OutputTag("quarantine", Types.STRING())
+RULES_STATE = MapStateDescriptor("kizashi-rules", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+
+
+def to_millis(ts: float) -> int:
+    """Event time (seconds) -> Flink timestamp (ms); sub-millisecond times share a timer."""
+    return math.floor(ts * 1000)
+
+
+def rules_text(paths: list[str]) -> str:
+    """All rule files under ``paths`` as one multi-document YAML text (the broadcast payload)."""
+    docs = []
+    for p in map(Path, paths):
+        files = sorted([*p.rglob("*.yml"), *p.rglob("*.yaml")]) if p.is_dir() else [p]
+        for f in files:
+            text = f.read_text(encoding="utf-8").strip()
+            text = text[3:].lstrip() if text.startswith("---") else text
+            if text:
+                docs.append(text)
+    return "\n---\n".join(docs)
+
+
+class _WithPlan:
+    """Mixin: the rule plan compiled from broadcast state (once per rules version per task)."""
+
+    _plan: KeyedRulePlan | None = None
+    _plan_text: str | None = None
+
+    def plan_from(self, state) -> KeyedRulePlan | None:
+        blob = state.get("rules")
+        if blob is None:
+            return None
+        text, id_field, time_field = blob
+        if self._plan is None or self._plan_text != text:
+            self._plan = KeyedRulePlan(text, id_field=id_field, time_field=time_field)
+            self._plan_text = text
+        return self._plan
+
+
+# -- parse -------------------------------------------------------------------------------------
+
+
+class ParseEvents(ProcessFunction):
+    """JSON line -> (arrival, Flink timestamp, event); anything else is quarantined with a reason."""
+
+    def __init__(self, time_field: str):
+        self.time_field = time_field
+        self.arrival = 0
+
+    def process_element(self, value: str, ctx: ProcessFunction.Context):
+        self.arrival += 1
+        if not value.strip():
+            return
+        try:
+            event = json.loads(value)
+        except ValueError as exc:
+            yield QUARANTINE, json.dumps({"reason": f"not valid JSON: {exc}", "record": value[:2000]})
+            return
+        if not isinstance(event, dict):
+            yield QUARANTINE, json.dumps({"reason": f"expected a JSON object, got {type(event).__name__}",
+                                          "record": value[:2000]})
+            return
+        yield self._timed(event)
+
+    def _timed(self, event: dict) -> tuple:
+        ts = event_timestamp(normalise_event(event).get(self.time_field))
+        return (self.arrival, NO_TIME if ts is None else to_millis(ts), event)
+
+
+class EventTime(TimestampAssigner):
+    def extract_timestamp(self, value, record_timestamp) -> int:
+        return value[1]
+
+
+# -- detection rules (stateless, rules broadcast) ----------------------------------------------
+
+
+class Detect(BroadcastProcessFunction, _WithPlan):
+    """Every detection rule on each event: match results out, correlation records on."""
+
+    def __init__(self):
+        self.waiting: list[tuple] = []  # events that came before the rules (flushed when they come)
+
+    def process_broadcast_element(self, value, ctx):
+        ctx.get_broadcast_state(RULES_STATE).put("rules", value)
+        plan = self.plan_from(ctx.get_broadcast_state(RULES_STATE))
+        waiting, self.waiting = self.waiting, []
+        for item in waiting:
+            yield from self._detect(plan, item)
+
+    def process_element(self, value, ctx):
+        plan = self.plan_from(ctx.get_broadcast_state(RULES_STATE))
+        if plan is None:
+            self.waiting.append(value)
+            return
+        yield from self._detect(plan, value)
+
+    @staticmethod
+    def _detect(plan: KeyedRulePlan, value: tuple):
+        arrival, _, event = value
+        results, records = plan.detect(event, arrival)
+        for line in results:
+            yield RESULTS, line
+        for rec in records:
+            yield rec.as_tuple()
+
+
+# -- correlation rules (keyed state, event-time timers) ----------------------------------------
+
+
+class Correlate(KeyedBroadcastProcessFunction, _WithPlan):
+    """One (correlation, group) key: its window in keyed state; records wait in keyed state until
+    the watermark passes their time, then go through the engine's state machine in time order."""
+
+    def __init__(self, level: int):
+        self.level = level
+
+    def open(self, runtime_context):
+        self.window = runtime_context.get_state(ValueStateDescriptor("window", Types.PICKLED_BYTE_ARRAY()))
+        self.pending = runtime_context.get_map_state(
+            MapStateDescriptor("pending", Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
+        self.expiry = runtime_context.get_state(ValueStateDescriptor("expiry", Types.LONG()))
+
+    def process_broadcast_element(self, value, ctx):
+        ctx.get_broadcast_state(RULES_STATE).put("rules", value)
+
+    def process_element(self, value, ctx):
+        rec = KeyedRecord.from_tuple(value)
+        t = to_millis(rec.ts)
+        plan = self.plan_from(ctx.get_broadcast_state(RULES_STATE))
+        if plan is not None and t <= ctx.timer_service().current_watermark():
+            yield from self._feed(plan, ctx, [rec])  # late: as the single process does, at once
+            return
+        held = self.pending.get(t) or []
+        held.append(value)
+        self.pending.put(t, held)
+        ctx.timer_service().register_event_time_timer(t)
+
+    def on_timer(self, timestamp: int, ctx):
+        plan = self.plan_from(ctx.get_broadcast_state(RULES_STATE))
+        held = self.pending.get(timestamp)
+        if held is not None:
+            if plan is None:  # rules not here yet (an idle broadcast input): try at the next watermark
+                ctx.timer_service().register_event_time_timer(timestamp)
+                return
+            self.pending.remove(timestamp)
+            yield from self._feed(plan, ctx, [KeyedRecord.from_tuple(v) for v in held])
+        elif plan is not None and self.expiry.value() == timestamp:
+            state = plan.expire(ctx.get_current_key(), self.window.value(), timestamp / 1000)
+            self._store(plan, ctx, state)
+
+    def _feed(self, plan: KeyedRulePlan, ctx, records: list[KeyedRecord]):
+        key = ctx.get_current_key()
+        state, results, out = plan.correlate(key, self.window.value(), records)
+        self._store(plan, ctx, state)
+        for line in results:
+            yield RESULTS, line
+        for rec in out:
+            yield rec.as_tuple()
+
+    def _store(self, plan: KeyedRulePlan, ctx, state) -> None:
+        if state is None:
+            self.window.clear()
+            self.expiry.clear()
+            return
+        self.window.update(state)
+        until = plan.state_until(ctx.get_current_key(), state)
+        expiry = to_millis(until) + 1
+        if self.expiry.value() != expiry:
+            self.expiry.update(expiry)
+            ctx.timer_service().register_event_time_timer(expiry)
+
+
+# -- query-stream detectors (keyed by account) --------------------------------------------------
+
+
+class DetectQueries(KeyedProcessFunction):
+    """A fitted query-stream detector per account; the account's detector state in keyed state."""
+
+    def __init__(self, detector_blob: bytes, id_field: str, time_field: str):
+        self.detector_blob, self.id_field, self.time_field = detector_blob, id_field, time_field
+
+    def open(self, runtime_context):
+        from .keyed_detectors import KeyedQueryDetector
+
+        self.keyed = KeyedQueryDetector(pickle.loads(self.detector_blob))
+        self.state = runtime_context.get_state(ValueStateDescriptor("detector", Types.PICKLED_BYTE_ARRAY()))
+
+    def process_element(self, value, ctx):
+        arrival, _, query = value
+        state, events = self.keyed.observe(ctx.get_current_key(), self.state.value(), query)
+        if state is None:
+            self.state.clear()
+        else:
+            self.state.update(state)
+        for event in events:
+            ts = self.keyed.event_time(event)
+            yield (arrival, NO_TIME if ts is None else to_millis(ts), event)
+
+
+class ParseQueries(ProcessFunction):
+    """Query record line -> (arrival, timestamp, record) keyed later by account; bad ones quarantined."""
+
+    def __init__(self):
+        self.arrival = 0
+
+    def process_element(self, value: str, ctx):
+        from .keyed_detectors import check_query
+
+        self.arrival += 1
+        if not value.strip():
+            return
+        try:
+            query = json.loads(value)
+            check_query(query)
+        except ValueError as exc:
+            yield QUARANTINE, json.dumps({"reason": f"query record: {exc}", "record": value[:2000]})
+            return
+        yield (-self.arrival, 0, query)
+
+
+# -- the job -------------------------------------------------------------------------------------
+
+
+def build(env: StreamExecutionEnvironment, *, rules_yaml: str, events: list[str], out: str,
+          id_field: str = "id", time_field: str = "time", lateness: float = 0.0,
+          queries: str | None = None, detector_blob: bytes | None = None) -> None:
+    """Add the kizashi pipeline to ``env``: file sources in, result and quarantine files out."""
+    plan = KeyedRulePlan(rules_yaml, id_field=id_field, time_field=time_field)  # fail fast, and the depth
+    parallelism = env.get_parallelism()
+    pickled = Types.PICKLED_BYTE_ARRAY()
+    rules = env.from_collection([(rules_yaml, id_field, time_field)],
+                                type_info=Types.TUPLE([Types.STRING()] * 3)).set_parallelism(1)
+    broadcast = rules.broadcast(RULES_STATE)
+
+    source = FileSource.for_record_stream_format(StreamFormat.text_line_format(), *events).build()
+    lines = env.from_source(source, WatermarkStrategy.no_watermarks(), "events").set_parallelism(1).uid("events")
+    parsed = lines.process(ParseEvents(time_field), output_type=pickled) \
+        .set_parallelism(1).uid("parse")
+    quarantined = [parsed.get_side_output(QUARANTINE)]
+    if queries is not None:
+        qsource = FileSource.for_record_stream_format(StreamFormat.text_line_format(), queries).build()
+        qparsed = env.from_source(qsource, WatermarkStrategy.no_watermarks(), "queries").set_parallelism(1) \
+            .uid("queries").process(ParseQueries(), output_type=pickled).set_parallelism(1).uid("parse-queries")
+        quarantined.append(qparsed.get_side_output(QUARANTINE))
+        detected = qparsed.key_by(lambda v: str(v[2]["account"]), key_type=Types.STRING()) \
+            .process(DetectQueries(detector_blob, id_field, time_field), output_type=pickled).uid("query-detector")
+        parsed = parsed.union(detected.set_parallelism(parallelism))
+    timed = parsed.assign_timestamps_and_watermarks(
+        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(round(lateness * 1000)))
+        .with_timestamp_assigner(EventTime())).uid("watermarks")
+    if queries is not None:
+        timed = timed.set_parallelism(1)  # one watermark generator sees the whole (merged) stream
+    detect = timed.connect(broadcast).process(Detect(), output_type=pickled).uid("detect")
+    results = [detect.get_side_output(RESULTS)]
+    outputs = [detect]
+    for level in range(1, plan.depth + 1):
+        inputs = [s.filter(lambda r, lv=level: r[0] == lv) for s in outputs]
+        records = inputs[0].union(*inputs[1:]) if len(inputs) > 1 else inputs[0]
+        correlated = records.key_by(lambda r: r[1], key_type=Types.STRING()).connect(broadcast) \
+            .process(Correlate(level), output_type=pickled).uid(f"correlate-{level}")
+        results.append(correlated.get_side_output(RESULTS))
+        outputs.append(correlated)
+    _sink(results, out, "results")
+    _sink(quarantined, os.path.join(out, "quarantine"), "quarantine")
+
+
+def _sink(streams: list, path: str, prefix: str) -> None:
+    merged = streams[0].union(*streams[1:]) if len(streams) > 1 else streams[0]
+    sink = FileSink.for_row_format(path, Encoder.simple_string_encoder()) \
+        .with_output_file_config(OutputFileConfig.builder().with_part_prefix(prefix).with_part_suffix(".jsonl").build()) \
+        .with_rolling_policy(RollingPolicy.on_checkpoint_rolling_policy()).build()
+    merged.sink_to(sink).uid(f"sink-{prefix}")
+
+
+def environment(*, parallelism: int, checkpoint_dir: str | None = None, checkpoint_interval: float = 2.0,
+                restore: str | None = None) -> StreamExecutionEnvironment:
+    """A local (or, under ``flink run``, the cluster's) environment, Python workers on this interpreter."""
+    bindir = os.path.dirname(sys.executable)
+    os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    conf = Configuration()
+    conf.set_string("python.executable", sys.executable)
+    conf.set_string("python.client.executable", sys.executable)
+    conf.set_string("taskmanager.numberOfTaskSlots", str(max(1, parallelism)))
+    conf.set_string("pipeline.auto-watermark-interval", "50 ms")
+    if checkpoint_dir:
+        conf.set_string("execution.checkpointing.dir", Path(checkpoint_dir).resolve().as_uri())
+        conf.set_string("execution.checkpointing.interval", f"{int(checkpoint_interval * 1000)} ms")
+        conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+        conf.set_string("execution.checkpointing.num-retained", "3")
+    if restore:
+        conf.set_string("execution.state-recovery.path", Path(restore).resolve().as_uri())
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_runtime_mode(RuntimeExecutionMode.STREAMING)
+    env.set_parallelism(parallelism)
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m kizashi.scale.flink", description=__doc__.split("\n")[0])
+    ap.add_argument("--rules", action="append", required=True, help="rule file or folder (repeatable)")
+    ap.add_argument("--events", action="append", required=True, help="JSON lines file (repeatable)")
+    ap.add_argument("--out", required=True, help="folder for results-*.jsonl and quarantine/")
+    ap.add_argument("--id-field", default="id")
+    ap.add_argument("--time-field", default="time")
+    ap.add_argument("--lateness", type=float, default=0.0)
+    ap.add_argument("--parallelism", type=int, default=1)
+    ap.add_argument("--checkpoint-dir")
+    ap.add_argument("--checkpoint-interval", type=float, default=2.0, help="seconds")
+    ap.add_argument("--restore", help="checkpoint (chk-N folder) to resume from")
+    ap.add_argument("--queries", help="JSON lines of query records for --detector")
+    ap.add_argument("--detector", help="a fitted query-stream detector, pickled (your own file only)")
+    args = ap.parse_args(argv)
+    if (args.queries is None) != (args.detector is None):
+        ap.error("--queries and --detector go together")
+    env = environment(parallelism=args.parallelism, checkpoint_dir=args.checkpoint_dir,
+                      checkpoint_interval=args.checkpoint_interval, restore=args.restore)
+    blob = Path(args.detector).read_bytes() if args.detector else None
+    build(env, rules_yaml=rules_text(args.rules), events=[str(Path(e).resolve()) for e in args.events],
+          out=str(Path(args.out).resolve()), id_field=args.id_field, time_field=args.time_field,
+          lateness=args.lateness, queries=str(Path(args.queries).resolve()) if args.queries else None,
+          detector_blob=blob)
+    env.execute("kizashi")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
