@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "store_cmd",  # ingest, serve, alerts, export, deliver
     "detect_cmd",  # scan-data, scan-model (and detector listing)
     "demo_cmd",  # demo
+    "flink_cmd",  # flink run
 ]
 
 

@@ -28,6 +28,7 @@ import math
 import os
 import pickle
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from pyflink.datastream import (
     StreamExecutionEnvironment,
 )
 from pyflink.datastream.connectors.file_system import (
+    BucketAssigner,
     FileSink,
     FileSource,
     OutputFileConfig,
@@ -102,12 +104,15 @@ class _WithPlan:
 class ParseEvents(ProcessFunction):
     """JSON line -> (arrival, Flink timestamp, event); anything else is quarantined with a reason."""
 
-    def __init__(self, time_field: str):
+    def __init__(self, time_field: str, max_rate: float | None = None):
         self.time_field = time_field
+        self.pause = 1.0 / max_rate if max_rate else 0.0
         self.arrival = 0
 
     def process_element(self, value: str, ctx: ProcessFunction.Context):
         self.arrival += 1
+        if self.pause:
+            time.sleep(self.pause)
         if not value.strip():
             return
         try:
@@ -283,7 +288,7 @@ class ParseQueries(ProcessFunction):
 
 def build(env: StreamExecutionEnvironment, *, rules_yaml: str, events: list[str], out: str,
           id_field: str = "id", time_field: str = "time", lateness: float = 0.0,
-          queries: str | None = None, detector_blob: bytes | None = None) -> None:
+          queries: str | None = None, detector_blob: bytes | None = None, max_rate: float | None = None) -> None:
     """Add the kizashi pipeline to ``env``: file sources in, result and quarantine files out."""
     plan = KeyedRulePlan(rules_yaml, id_field=id_field, time_field=time_field)  # fail fast, and the depth
     parallelism = env.get_parallelism()
@@ -294,7 +299,7 @@ def build(env: StreamExecutionEnvironment, *, rules_yaml: str, events: list[str]
 
     source = FileSource.for_record_stream_format(StreamFormat.text_line_format(), *events).build()
     lines = env.from_source(source, WatermarkStrategy.no_watermarks(), "events").set_parallelism(1).uid("events")
-    parsed = lines.process(ParseEvents(time_field), output_type=pickled) \
+    parsed = lines.process(ParseEvents(time_field, max_rate), output_type=pickled) \
         .set_parallelism(1).uid("parse")
     quarantined = [parsed.get_side_output(QUARANTINE)]
     if queries is not None:
@@ -328,12 +333,13 @@ def _sink(streams: list, path: str, prefix: str) -> None:
     merged = streams[0].union(*streams[1:]) if len(streams) > 1 else streams[0]
     sink = FileSink.for_row_format(path, Encoder.simple_string_encoder()) \
         .with_output_file_config(OutputFileConfig.builder().with_part_prefix(prefix).with_part_suffix(".jsonl").build()) \
+        .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner()) \
         .with_rolling_policy(RollingPolicy.on_checkpoint_rolling_policy()).build()
     merged.sink_to(sink).uid(f"sink-{prefix}")
 
 
 def environment(*, parallelism: int, checkpoint_dir: str | None = None, checkpoint_interval: float = 2.0,
-                restore: str | None = None) -> StreamExecutionEnvironment:
+                restore: str | None = None, bundle_size: int | None = None) -> StreamExecutionEnvironment:
     """A local (or, under ``flink run``, the cluster's) environment, Python workers on this interpreter."""
     bindir = os.path.dirname(sys.executable)
     os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
@@ -342,6 +348,8 @@ def environment(*, parallelism: int, checkpoint_dir: str | None = None, checkpoi
     conf.set_string("python.client.executable", sys.executable)
     conf.set_string("taskmanager.numberOfTaskSlots", str(max(1, parallelism)))
     conf.set_string("pipeline.auto-watermark-interval", "50 ms")
+    if bundle_size:  # small bundles: a checkpoint barrier waits for the bundle in the Python worker
+        conf.set_string("python.fn-execution.bundle.size", str(bundle_size))
     if checkpoint_dir:
         conf.set_string("execution.checkpointing.dir", Path(checkpoint_dir).resolve().as_uri())
         conf.set_string("execution.checkpointing.interval", f"{int(checkpoint_interval * 1000)} ms")
@@ -367,18 +375,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint-dir")
     ap.add_argument("--checkpoint-interval", type=float, default=2.0, help="seconds")
     ap.add_argument("--restore", help="checkpoint (chk-N folder) to resume from")
+    ap.add_argument("--max-rate", type=float, help="replay the events at most this many per second")
     ap.add_argument("--queries", help="JSON lines of query records for --detector")
     ap.add_argument("--detector", help="a fitted query-stream detector, pickled (your own file only)")
     args = ap.parse_args(argv)
     if (args.queries is None) != (args.detector is None):
         ap.error("--queries and --detector go together")
     env = environment(parallelism=args.parallelism, checkpoint_dir=args.checkpoint_dir,
-                      checkpoint_interval=args.checkpoint_interval, restore=args.restore)
+                      checkpoint_interval=args.checkpoint_interval, restore=args.restore,
+                      bundle_size=max(1, int(args.max_rate / 10)) if args.max_rate else None)
     blob = Path(args.detector).read_bytes() if args.detector else None
     build(env, rules_yaml=rules_text(args.rules), events=[str(Path(e).resolve()) for e in args.events],
           out=str(Path(args.out).resolve()), id_field=args.id_field, time_field=args.time_field,
           lateness=args.lateness, queries=str(Path(args.queries).resolve()) if args.queries else None,
-          detector_blob=blob)
+          detector_blob=blob, max_rate=args.max_rate)
     env.execute("kizashi")
     return 0
 
