@@ -30,8 +30,8 @@ import pickle
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
+from kizashi.engine.sigma import event_timestamp, normalise_event
 from pyflink.common import Configuration, Duration, Encoder, Types, WatermarkStrategy
 from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import (
@@ -52,8 +52,6 @@ from pyflink.datastream.connectors.file_system import (
     StreamFormat,
 )
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
-
-from kizashi.engine.sigma import event_timestamp, normalise_event
 
 from .keyed_rules import KeyedRecord, KeyedRulePlan
 
@@ -247,7 +245,8 @@ class DetectQueries(KeyedProcessFunction):
     def open(self, runtime_context):
         from .keyed_detectors import KeyedQueryDetector
 
-        self.keyed = KeyedQueryDetector(pickle.loads(self.detector_blob))
+        self.keyed = KeyedQueryDetector(pickle.loads(self.detector_blob), id_field=self.id_field,
+                                        time_field=self.time_field)
         self.state = runtime_context.get_state(ValueStateDescriptor("detector", Types.PICKLED_BYTE_ARRAY()))
 
     def process_element(self, value, ctx):
