@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= kizashi-demo
+# PyFlink in its own environment (it pins its own pandas/pyarrow); `kizashi flink run` and
+# tests/test_flink.py find it beside $(VENV). Needs Java 17 (scripts/provision.sh installs it).
+FLINK_VENV ?= .venv-flink
+PYFLINK    ?= apache-flink==2.3.0
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install flink-install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +18,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[test]"
 	@touch $@
 
+$(FLINK_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(FLINK_VENV)
+	$(FLINK_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLINK_VENV)/bin/python -m pip install -q "$(PYFLINK)" -e .
+	@touch $@
+
 install: $(VENV)/.installed
+
+flink-install: $(FLINK_VENV)/.installed
 
 $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[demo]"
@@ -32,7 +44,7 @@ lint: $(VENV)/.installed
 provision:
 	./scripts/provision.sh
 
-test: provision $(VENV)/.installed
+test: provision $(VENV)/.installed $(FLINK_VENV)/.installed
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
@@ -40,4 +52,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/engine.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info $(OUT)
+	rm -rf $(VENV) $(FLINK_VENV) build *.egg-info $(OUT)

@@ -53,30 +53,20 @@ from pyflink.datastream.connectors.file_system import (
 )
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
-from .keyed_rules import KeyedRecord, KeyedRulePlan
+from .keyed_rules import KeyedRecord, KeyedRulePlan, rules_text
 
 NO_TIME = -(2**63) + 1  # Flink timestamp of an event without a (parseable) time
 RESULTS = OutputTag("results", Types.STRING())
 QUARANTINE = OutputTag("quarantine", Types.STRING())
+MAX_DEPTH = 8  # correlation chains up to this deep (one keyed stage per level)
+#: records for the correlation stage of each level go out on their own side output (no filters)
+LEVELS = [OutputTag(f"level-{k}", Types.PICKLED_BYTE_ARRAY()) for k in range(MAX_DEPTH + 1)]
 RULES_STATE = MapStateDescriptor("kizashi-rules", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 
 
 def to_millis(ts: float) -> int:
     """Event time (seconds) -> Flink timestamp (ms); sub-millisecond times share a timer."""
     return math.floor(ts * 1000)
-
-
-def rules_text(paths: list[str]) -> str:
-    """All rule files under ``paths`` as one multi-document YAML text (the broadcast payload)."""
-    docs = []
-    for p in map(Path, paths):
-        files = sorted([*p.rglob("*.yml"), *p.rglob("*.yaml")]) if p.is_dir() else [p]
-        for f in files:
-            text = f.read_text(encoding="utf-8").strip()
-            text = text[3:].lstrip() if text.startswith("---") else text
-            if text:
-                docs.append(text)
-    return "\n---\n".join(docs)
 
 
 class _WithPlan:
@@ -164,7 +154,7 @@ class Detect(BroadcastProcessFunction, _WithPlan):
         for line in results:
             yield RESULTS, line
         for rec in records:
-            yield rec.as_tuple()
+            yield LEVELS[rec.level], rec.as_tuple()
 
 
 # -- correlation rules (keyed state, event-time timers) ----------------------------------------
@@ -172,65 +162,66 @@ class Detect(BroadcastProcessFunction, _WithPlan):
 
 class Correlate(KeyedBroadcastProcessFunction, _WithPlan):
     """One (correlation, group) key: its window in keyed state; records wait in keyed state until
-    the watermark passes their time, then go through the engine's state machine in time order."""
+    the watermark passes their time, then go through the engine's state machine in time order.
+
+    The key's state is one value ``{"window", "pending": {ms: [records]}, "expiry"}``: one state
+    read and write per element or timer (each access crosses from the Python worker to Java)."""
 
     def __init__(self, level: int):
         self.level = level
 
     def open(self, runtime_context):
-        self.window = runtime_context.get_state(ValueStateDescriptor("window", Types.PICKLED_BYTE_ARRAY()))
-        self.pending = runtime_context.get_map_state(
-            MapStateDescriptor("pending", Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
-        self.expiry = runtime_context.get_state(ValueStateDescriptor("expiry", Types.LONG()))
+        self.group = runtime_context.get_state(ValueStateDescriptor("group", Types.PICKLED_BYTE_ARRAY()))
 
     def process_broadcast_element(self, value, ctx):
         ctx.get_broadcast_state(RULES_STATE).put("rules", value)
 
     def process_element(self, value, ctx):
-        rec = KeyedRecord.from_tuple(value)
-        t = to_millis(rec.ts)
+        t = to_millis(value[2])
         plan = self.plan_from(ctx.get_broadcast_state(RULES_STATE))
+        group = self.group.value() or {"window": None, "pending": {}, "expiry": None}
         if plan is not None and t <= ctx.timer_service().current_watermark():
-            yield from self._feed(plan, ctx, [rec])  # late: as the single process does, at once
-            return
-        held = self.pending.get(t) or []
-        held.append(value)
-        self.pending.put(t, held)
-        ctx.timer_service().register_event_time_timer(t)
+            out = self._feed(plan, ctx, group, [KeyedRecord.from_tuple(value)])  # late: at once, as the single process
+        else:
+            group["pending"].setdefault(t, []).append(value)
+            ctx.timer_service().register_event_time_timer(t)
+            out = ()
+        self.group.update(group)
+        yield from out
 
     def on_timer(self, timestamp: int, ctx):
         plan = self.plan_from(ctx.get_broadcast_state(RULES_STATE))
-        held = self.pending.get(timestamp)
-        if held is not None:
-            if plan is None:  # rules not here yet (an idle broadcast input): try at the next watermark
-                ctx.timer_service().register_event_time_timer(timestamp)
-                return
-            self.pending.remove(timestamp)
-            yield from self._feed(plan, ctx, [KeyedRecord.from_tuple(v) for v in held])
-        elif plan is not None and self.expiry.value() == timestamp:
-            state = plan.expire(ctx.get_current_key(), self.window.value(), timestamp / 1000)
-            self._store(plan, ctx, state)
-
-    def _feed(self, plan: KeyedRulePlan, ctx, records: list[KeyedRecord]):
-        key = ctx.get_current_key()
-        state, results, out = plan.correlate(key, self.window.value(), records)
-        self._store(plan, ctx, state)
-        for line in results:
-            yield RESULTS, line
-        for rec in out:
-            yield rec.as_tuple()
-
-    def _store(self, plan: KeyedRulePlan, ctx, state) -> None:
-        if state is None:
-            self.window.clear()
-            self.expiry.clear()
+        group = self.group.value()
+        if group is None:
             return
-        self.window.update(state)
-        until = plan.state_until(ctx.get_current_key(), state)
-        expiry = to_millis(until) + 1
-        if self.expiry.value() != expiry:
-            self.expiry.update(expiry)
-            ctx.timer_service().register_event_time_timer(expiry)
+        if plan is None:  # rules not here yet (an idle broadcast input): try at the next watermark
+            ctx.timer_service().register_event_time_timer(timestamp)
+            return
+        held = group["pending"].pop(timestamp, None)
+        out = self._feed(plan, ctx, group, [KeyedRecord.from_tuple(v) for v in held]) if held else []
+        if group["expiry"] is not None and group["expiry"] <= timestamp:
+            group["expiry"] = None
+            group["window"] = plan.expire(ctx.get_current_key(), group["window"], timestamp / 1000)
+            self._expiry(plan, ctx, group)
+        if group["window"] is None and not group["pending"]:
+            self.group.clear()
+        else:
+            self.group.update(group)
+        yield from out
+
+    def _feed(self, plan: KeyedRulePlan, ctx, group: dict, records: list[KeyedRecord]) -> list:
+        group["window"], results, out = plan.correlate(ctx.get_current_key(), group["window"], records)
+        self._expiry(plan, ctx, group)
+        return [(RESULTS, line) for line in results] + [(LEVELS[rec.level], rec.as_tuple()) for rec in out]
+
+    @staticmethod
+    def _expiry(plan: KeyedRulePlan, ctx, group: dict) -> None:
+        """A timer at the event time after which the window is empty (bounded state per idle key).
+        One pending at a time: when it fires early (newer entries came), it is set again."""
+        if group["window"] is None or group["expiry"] is not None:
+            return
+        group["expiry"] = to_millis(plan.state_until(ctx.get_current_key(), group["window"])) + 1
+        ctx.timer_service().register_event_time_timer(group["expiry"])
 
 
 # -- query-stream detectors (keyed by account) --------------------------------------------------
@@ -317,8 +308,10 @@ def build(env: StreamExecutionEnvironment, *, rules_yaml: str, events: list[str]
     detect = timed.connect(broadcast).process(Detect(), output_type=pickled).uid("detect")
     results = [detect.get_side_output(RESULTS)]
     outputs = [detect]
+    if plan.depth > MAX_DEPTH:
+        raise ValueError(f"correlation chains deeper than {MAX_DEPTH} levels are not supported")
     for level in range(1, plan.depth + 1):
-        inputs = [s.filter(lambda r, lv=level: r[0] == lv) for s in outputs]
+        inputs = [s.get_side_output(LEVELS[level]) for s in outputs]
         records = inputs[0].union(*inputs[1:]) if len(inputs) > 1 else inputs[0]
         correlated = records.key_by(lambda r: r[1], key_type=Types.STRING()).connect(broadcast) \
             .process(Correlate(level), output_type=pickled).uid(f"correlate-{level}")
@@ -346,7 +339,8 @@ def environment(*, parallelism: int, checkpoint_dir: str | None = None, checkpoi
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.client.executable", sys.executable)
     conf.set_string("taskmanager.numberOfTaskSlots", str(max(1, parallelism)))
-    conf.set_string("pipeline.auto-watermark-interval", "50 ms")
+    conf.set_string("pipeline.auto-watermark-interval", "200 ms")
+    conf.set_string("python.state.cache-size", "100000")  # keys whose state stays in the Python worker
     if bundle_size:  # small bundles: a checkpoint barrier waits for the bundle in the Python worker
         conf.set_string("python.fn-execution.bundle.size", str(bundle_size))
     if checkpoint_dir:

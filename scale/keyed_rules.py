@@ -21,12 +21,26 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import groupby
+from pathlib import Path
 from typing import Any
 
 from kizashi.engine.sigma import RuleSet, _Correlator, content_id, event_timestamp, normalise_event
 from kizashi.engine.sigma_correlate import CompiledCorrelation, Entry
 
-__all__ = ["KeyedRecord", "KeyedRulePlan", "decode_key"]
+__all__ = ["KeyedRecord", "KeyedRulePlan", "decode_key", "rules_text"]
+
+
+def rules_text(paths: list[str]) -> str:
+    """All rule files under ``paths`` as one multi-document YAML text (the broadcast payload)."""
+    docs = []
+    for p in map(Path, paths):
+        files = sorted([*p.rglob("*.yml"), *p.rglob("*.yaml")]) if p.is_dir() else [p]
+        for f in files:
+            text = f.read_text(encoding="utf-8").strip()
+            text = text[3:].lstrip() if text.startswith("---") else text
+            if text:
+                docs.append(text)
+    return "\n---\n".join(docs)
 
 
 @dataclass(slots=True)

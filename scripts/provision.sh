@@ -15,6 +15,7 @@ PACKAGES=(
   rsyslog         # tests/test_syslog.py
   rsyslog-gnutls  # tests/test_syslog_tls.py (rsyslog's TLS driver)
   chromium        # tests/test_demo.py renders report.html headless
+  openjdk-17-jre-headless  # Java 17 for PyFlink (tests/test_flink.py; the venv is the Makefile's .venv-flink)
 )
 # ===================================================================================================
 
