@@ -39,6 +39,7 @@ def run(
     checkpoint_dir: Annotated[Path | None, typer.Option(help="checkpoint here (exactly-once output)")] = None,
     checkpoint_interval: Annotated[float, typer.Option(help="seconds between checkpoints")] = 2.0,
     restore: Annotated[Path | None, typer.Option(help="resume from this checkpoint (a chk-N folder)")] = None,
+    max_rate: Annotated[float | None, typer.Option(help="replay the events at most this many per second")] = None,
     queries: Annotated[Path | None, typer.Option(help="raw query records (JSON lines) for --detector")] = None,
     detector: Annotated[Path | None, typer.Option(help="a fitted query-stream detector you pickled yourself")] = None,
 ) -> None:
@@ -72,6 +73,8 @@ def run(
             args += ["--checkpoint-dir", str(checkpoint_dir), "--checkpoint-interval", str(checkpoint_interval)]
         if restore:
             args += ["--restore", str(restore)]
+        if max_rate:
+            args += ["--max-rate", str(max_rate)]
         if queries:
             args += ["--queries", str(queries), "--detector", str(detector)]
         try:
