@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from kizashi.engine.sigma import event_timestamp, normalise_event
+from kizashi.engine.sigma.normalise import event_timestamp, normalise_event
 from pyflink.common import Configuration, Duration, Encoder, Types, WatermarkStrategy
 from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import (

@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from kizashi.engine.sigma import event_timestamp
+from kizashi.engine.sigma.normalise import event_timestamp
 
 __all__ = ["KeyedQueryDetector", "check_query"]
 

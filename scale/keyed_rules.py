@@ -4,7 +4,7 @@ step per (correlation rule, group) key.
 The single-process :class:`~kizashi.engine.sigma.StreamEvaluator` keeps every correlation group
 in one process. A partitioned engine (Flink) keys the matched events by each correlation's
 ``group-by`` instead: groups never interact, so each key can run the engine's own correlation
-state machine (:class:`~kizashi.engine.sigma_correlate.CompiledCorrelation`) over its one window,
+state machine (:class:`~kizashi.engine.sigma.correlations.CompiledCorrelation`) over its one window,
 fed the same entries in the same order as the single process feeds it. Chained correlations
 (a correlation over correlations) sit one *level* above the rules they consume; a firing becomes
 a record keyed by the outer correlation's group and goes to the next level.
@@ -24,8 +24,10 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from kizashi.engine.sigma import RuleSet, _Correlator, content_id, event_timestamp, normalise_event
-from kizashi.engine.sigma_correlate import CompiledCorrelation, Entry
+from kizashi.engine.sigma import CompiledCorrelation, Correlator, RuleSet
+from kizashi.engine.sigma.correlations import Entry
+from kizashi.engine.sigma.normalise import content_id, event_timestamp, normalise_event
+from kizashi.engine.sigma.results import correlation_result, match_result
 
 __all__ = ["KeyedRecord", "KeyedRulePlan", "decode_key", "rules_text"]
 
@@ -89,14 +91,14 @@ def decode_key(key: str) -> tuple[str, tuple]:
 
 class KeyedRulePlan:
     """The rule set as a per-event step (:meth:`detect`) and a per-key step (:meth:`correlate`),
-    with per-key window state as plain data (the correlation's own ``dump`` format)."""
+    with per-key window state as plain data (the correlation's own ``snapshot`` format)."""
 
     def __init__(self, rules_yaml: str, *, id_field: str = "id", time_field: str = "time"):
         self.rules_yaml = rules_yaml
         self.id_field = id_field
         self.time_field = time_field
         self.ruleset = RuleSet.from_yaml(rules_yaml)
-        correlator = _Correlator(self.ruleset)
+        correlator = Correlator(self.ruleset.compile_correlations())
         ordered = correlator.correlations  # dependency order: inner before outer
         self.correlations: dict[str, CompiledCorrelation] = {c.key: c for c in ordered}
         self.position = {c.key: i for i, c in enumerate(ordered)}
@@ -124,7 +126,7 @@ class KeyedRulePlan:
         for key, det in self._detections:
             if det.match(flat):
                 if info[key].emits:
-                    results.append(self.ruleset.match_result(key, eid, ts).to_json())
+                    results.append(match_result(info[key], eid, ts).to_json())
                 if key in correlated:
                     matched.append(key)
         if ts is None or not matched:
@@ -141,7 +143,7 @@ class KeyedRulePlan:
             )
         out = []
         for corr in users:
-            corr.add(ts, seq, chain, matched, values)  # the engine's own grouping (aliases, missing fields)
+            corr.push(ts, seq, chain, matched, values)  # the engine's own grouping (aliases, missing fields)
             for group, entry, display in corr.pending:
                 out.append(KeyedRecord(self.level[corr.key], encode_key(corr.key, group), ts, order,
                                        entry.seq, entry.chain, tuple(sorted(entry.slots)), entry.value, display))
@@ -157,7 +159,7 @@ class KeyedRulePlan:
         corr = self.correlations[corr_key]
         corr.windows = {}
         if state is not None:
-            corr.load([state])
+            corr.restore([state])
         results: list[str] = []
         out: list[KeyedRecord] = []
         emits = self.ruleset.info[corr_key].emits
@@ -169,7 +171,7 @@ class KeyedRulePlan:
                                                   r.value), r.display))
             for firing in corr.advance(ts):
                 if emits:
-                    results.append(self.ruleset.correlation_result(firing).to_json())
+                    results.append(correlation_result(self.ruleset.info[corr_key], firing).to_json())
                 if corr_key in self.consumers:
                     last = firing.chain[-1][1] if firing.chain else ""
                     order = (1 + self.position[corr_key], batch[0].order)
@@ -182,7 +184,7 @@ class KeyedRulePlan:
             return None
         corr = self.correlations[decode_key(key)[0]]
         corr.windows = {}
-        corr.load([state])
+        corr.restore([state])
         corr.evict(watermark)
         return self._dump(corr)
 
@@ -197,6 +199,6 @@ class KeyedRulePlan:
 
     @staticmethod
     def _dump(corr: CompiledCorrelation) -> list | None:
-        dumped = corr.dump()
+        dumped = corr.snapshot()
         corr.windows = {}
         return dumped[0] if dumped else None
