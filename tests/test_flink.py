@@ -118,7 +118,7 @@ def test_killed_job_resumes_from_checkpoint_without_losing_or_doubling(pyflink, 
     out, chk = tmp_path / "out", tmp_path / "chk"
     args = ["--rules", str(corpus["rules"]), "--events", str(corpus["events"]), "--out", str(out),
             "--parallelism", "2", "--checkpoint-dir", str(chk), "--checkpoint-interval", "1"]
-    first = subprocess.Popen(job_command([*args, "--max-rate", "40"], pyflink), env=job_environment(pyflink),
+    first = subprocess.Popen(job_command([*args, "--max-rate", "25"], pyflink), env=job_environment(pyflink),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
