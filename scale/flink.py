@@ -340,7 +340,7 @@ def environment(*, parallelism: int, checkpoint_dir: str | None = None, checkpoi
     conf.set_string("python.client.executable", sys.executable)
     conf.set_string("taskmanager.numberOfTaskSlots", str(max(1, parallelism)))
     conf.set_string("pipeline.auto-watermark-interval", "200 ms")
-    conf.set_string("python.state.cache-size", "100000")  # keys whose state stays in the Python worker
+    conf.set_string("python.state.cache-size", "10000")  # keys whose state stays in the Python worker
     if os.environ.get("KIZASHI_FLINK_PROFILE"):  # cProfile of each Python worker, printed at the end
         conf.set_string("python.profile.enabled", "true")
     if bundle_size:  # small bundles: a checkpoint barrier waits for the bundle in the Python worker
