@@ -35,7 +35,8 @@ def run(
     mode: Annotated[str, typer.Option(help="stream (the job streams; batch is `rules eval --mode batch`)")] = "stream",
     lateness: Annotated[float, typer.Option(help="seconds of out-of-order tolerance (the watermark's)")] = 0.0,
     parallelism: Annotated[int, typer.Option(help="Flink parallelism")] = 1,
-    out: Annotated[Path | None, typer.Option(help="keep the job's output folder here (results-*.jsonl)")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="keep the job's output folder here (results-*.jsonl, quarantine/, detections/)")] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="checkpoint here (exactly-once output)")] = None,
     checkpoint_interval: Annotated[float, typer.Option(help="seconds between checkpoints")] = 2.0,
     restore: Annotated[Path | None, typer.Option(help="resume from this checkpoint (a chk-N folder)")] = None,

@@ -9,7 +9,7 @@ Topology (one operator per box; ``=>`` is a keyed repartition)::
       => correlate level 2  [correlations over level-1 firings] ... (one level per chain depth)
       -> results sink (files rolled on checkpoints: exactly once) ; quarantine sink
     queries -> parse => query-stream detector [key: account; detector state in keyed state]
-      -> DetectionEvents -> joins the events before the watermarks
+      -> DetectionEvents -> detections sink, and join the events before the watermarks
 
 The per-event and per-key logic is :mod:`kizashi.scale.keyed_rules` and
 :mod:`kizashi.scale.keyed_detectors` (plain Python, the engine's own state machines); this module
@@ -58,6 +58,7 @@ from .keyed_rules import KeyedRecord, KeyedRulePlan, rules_text
 NO_TIME = -(2**63) + 1  # Flink timestamp of an event without a (parseable) time
 RESULTS = OutputTag("results", Types.STRING())
 QUARANTINE = OutputTag("quarantine", Types.STRING())
+DETECTIONS = OutputTag("detections", Types.STRING())  # DetectionEvents raised by query-stream detectors
 MAX_DEPTH = 8  # correlation chains up to this deep (one keyed stage per level)
 #: records for the correlation stage of each level go out on their own side output (no filters)
 LEVELS = [OutputTag(f"level-{k}", Types.PICKLED_BYTE_ARRAY()) for k in range(MAX_DEPTH + 1)]
@@ -249,6 +250,7 @@ class DetectQueries(KeyedProcessFunction):
             self.state.update(state)
         for event in events:
             ts = self.keyed.event_time(event)
+            yield DETECTIONS, json.dumps(event, separators=(",", ":"), default=str)
             yield (arrival, NO_TIME if ts is None else to_millis(ts), event)
 
 
@@ -300,6 +302,7 @@ def build(env: StreamExecutionEnvironment, *, rules_yaml: str, events: list[str]
         detected = qparsed.key_by(lambda v: str(v[2]["account"]), key_type=Types.STRING()) \
             .process(DetectQueries(detector_blob, id_field, time_field), output_type=pickled).uid("query-detector")
         parsed = parsed.union(detected.set_parallelism(parallelism))
+        _sink([detected.get_side_output(DETECTIONS)], os.path.join(out, "detections"), "detections")
     timed = parsed.assign_timestamps_and_watermarks(
         WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(round(lateness * 1000)))
         .with_timestamp_assigner(EventTime())).uid("watermarks")

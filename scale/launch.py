@@ -53,13 +53,14 @@ def run_job(args: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 def read_lines(folder: str | Path, prefix: str = "results") -> list[str]:
-    """Lines of the job's *finished* part files (in-progress and pending files start with a dot)."""
+    """Lines of the job's *finished* part files directly in ``folder`` (in-progress and pending files
+    start with a dot; quarantine/ and detections/ are folders of their own)."""
     out: list[str] = []
     folder = Path(folder)
     if not folder.is_dir():
         return out
-    for f in sorted(folder.rglob(f"{prefix}*")):
-        if f.is_file() and not f.name.startswith(".") and "quarantine" not in f.relative_to(folder).parts[:-1]:
+    for f in sorted(folder.glob(f"{prefix}*")):
+        if f.is_file():
             out += [line for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
     return out
 

@@ -191,3 +191,5 @@ def test_query_stream_detector_state_lives_in_keyed_state(pyflink, corpus, tmp_p
     assert proc.returncode == 2 and "1 record(s) quarantined" in proc.stderr  # the bad line, with its reason
     assert "query record: " in proc.stderr
     assert Counter(proc.stdout.splitlines()) == Counter(want) and want
+    raised = [json.loads(line) for line in read_lines(tmp_path / "out" / "detections", prefix="detections")]
+    assert sorted(raised, key=lambda e: e["id"]) == sorted(json.loads(json.dumps(expected)), key=lambda e: e["id"])
