@@ -6,7 +6,6 @@ OUT    ?= kizashi-demo
 # PyFlink in its own environment (it pins its own pandas/pyarrow); `kizashi flink run` and
 # tests/test_flink.py find it beside $(VENV). Needs Java 17 (scripts/provision.sh installs it).
 FLINK_VENV ?= .venv-flink
-PYFLINK    ?= apache-flink==2.3.0
 
 .PHONY: demo test lint bench install flink-install clean
 
@@ -21,7 +20,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 $(FLINK_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(FLINK_VENV)
 	$(FLINK_VENV)/bin/python -m pip install -q --upgrade pip
-	$(FLINK_VENV)/bin/python -m pip install -q "$(PYFLINK)" -e .
+	$(FLINK_VENV)/bin/python -m pip install -q -e ".[flink]"
 	@touch $@
 
 install: $(VENV)/.installed

@@ -30,8 +30,8 @@ def flink_python() -> Path:
         if c.is_file() and os.access(c, os.X_OK):
             return c
     raise FlinkNotInstalled(
-        "no PyFlink environment: create it with `python3 -m venv .venv-flink && .venv-flink/bin/pip install "
-        "'apache-flink==2.3.0' -e .` (needs Java 17: apt-get install openjdk-17-jre-headless), "
+        "no PyFlink environment: create it with `make flink-install` (python3 -m venv .venv-flink && "
+        ".venv-flink/bin/pip install -e '.[flink]'; needs Java 17: apt-get install openjdk-17-jre-headless), "
         "or set KIZASHI_FLINK_PYTHON; tried " + ", ".join(map(str, candidates)))
 
 
