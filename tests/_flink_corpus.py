@@ -101,10 +101,16 @@ def write_corpus(folder: Path) -> dict:
     (rules_dir / "generated.yml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
     events = bundled_events() + generated
     events.sort(key=lambda e: (_parse(e["time"]), e["id"]))
+    # no usable time (detection results only, as in the single process) and no id (a content hash)
+    probe = {k: v for k, v in next(e for e in events if e["id"].startswith("b0-")).items() if k not in ("id", "time")}
+    events += [dict(probe, id="untimed-1"), dict(probe, id="untimed-2", time="yesterday"),
+               dict(probe, time=events[-1]["time"])]
     ordered = folder / "events.jsonl"
     ordered.write_text("".join(json.dumps(e) + "\n" for e in events))
     rng = random.Random(7)  # bounded disorder: sort by time plus a random delay below the lateness
-    late = sorted(events, key=lambda e: _parse(e["time"]).timestamp() + rng.uniform(0, 200))
+    late = sorted(events[:-3], key=lambda e: _parse(e["time"]).timestamp() + rng.uniform(0, 200))
+    late[len(late) // 2:len(late) // 2] = events[-3:-1]
+    late.append(events[-1])
     shuffled = folder / "events_shuffled.jsonl"
     shuffled.write_text("".join(json.dumps(e) + "\n" for e in late))
     return {"rules": rules_dir, "events": ordered, "shuffled": shuffled, "n_events": len(events)}

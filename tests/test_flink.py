@@ -86,6 +86,8 @@ def test_corpus_covers_matches_correlations_and_chains(reference):
     assert {"event_count", "value_count", "temporal", "temporal_ordered"} <= set(kinds), kinds
     assert any(r["rule"].endswith("_outer") for r in results)  # chained: a second keyed level
     assert any(r.get("name", "").startswith("kizashi_campaign") for r in results)  # the bundled pack's
+    assert {"untimed-1", "untimed-2"} <= {r.get("event_id") for r in results}  # matched, no time
+    assert any(r.get("event_id", "").startswith("ev-") for r in results)  # no id: a content hash
     assert sorted(reference["shuffled"]) == sorted(reference["ordered"])
 
 
@@ -100,7 +102,7 @@ def test_flink_parallelism_2_out_of_order_equals_stream_engine(flink_p2, referen
 def test_flink_run_prints_results_in_time_order(flink_p1):
     import json
 
-    times = [(d.get("time") or d.get("last_seen")) for d in map(json.loads, flink_p1)]
+    times = [(d.get("time") or d.get("last_seen") or "") for d in map(json.loads, flink_p1)]
     assert times == sorted(times)
 
 
@@ -171,8 +173,8 @@ def test_query_stream_detector_state_lives_in_keyed_state(pyflink, corpus, tmp_p
     qfile.write_text("".join(json.dumps(q) + "\n" for q in queries) + "not json\n")
     dfile = tmp_path / "detector.pkl"
     dfile.write_bytes(pickle.dumps(det))
-    empty = tmp_path / "events.jsonl"
-    empty.write_text("")
+    empty = tmp_path / "events.jsonl"  # no valid event: three bad records, each quarantined with a reason
+    empty.write_text('not json\n[1, 2]\n\n{"id": "x", "time": "2026-01-01T00:00:00Z", "detector.name": "n"')
 
     one = KeyedQueryDetector(pickle.loads(dfile.read_bytes()))  # one process: the same code, one dict of states
     states: dict = {}
@@ -188,7 +190,8 @@ def test_query_stream_detector_state_lives_in_keyed_state(pyflink, corpus, tmp_p
     proc = subprocess.run([*KIZASHI, "flink", "run", "--rules", str(corpus["rules"]), "--events", str(empty),
                            "--queries", str(qfile), "--detector", str(dfile), "--parallelism", "2",
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 2 and "1 record(s) quarantined" in proc.stderr  # the bad line, with its reason
+    assert proc.returncode == 2 and "4 record(s) quarantined" in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.count("not valid JSON") == 2 and "expected a JSON object, got list" in proc.stderr
     assert "query record: " in proc.stderr
     assert Counter(proc.stdout.splitlines()) == Counter(want) and want
     raised = [json.loads(line) for line in read_lines(tmp_path / "out" / "detections", prefix="detections")]
