@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import statistics
 import subprocess
@@ -84,7 +85,7 @@ def main() -> None:
         big.write_text("".join(json.dumps(e) + "\n" for e in events(args.events)))
         tiny.write_text("".join(json.dumps(e) + "\n" for e in events(10)))
         base_s, base_out, base_state = single_process(big)
-        report = {"events": args.events,
+        report = {"events": args.events, "load_average_at_start": round(os.getloadavg()[0], 2),
                   "single_process": {"events_per_s": round(args.events / base_s), "results": len(base_out),
                                      "state_entries": base_state},
                   "keyed_state": keyed_state_sizes(big), "flink": {}}
@@ -97,6 +98,7 @@ def main() -> None:
                 "events_per_s": round(args.events / steady), "events_per_s_incl_startup": round(args.events / wall),
                 "ratio_to_single_process": round((args.events / steady) / (args.events / base_s), 3),
                 "identical_results": Counter(out) == Counter(base_out)}
+    report["load_average_at_end"] = round(os.getloadavg()[0], 2)  # a shared machine: context for the ratios
     print(json.dumps(report, indent=2))
 
 
