@@ -106,18 +106,23 @@ class ParseEvents(ProcessFunction):
             return
         try:
             event = json.loads(value)
-        except ValueError as exc:
-            yield QUARANTINE, json.dumps({"reason": f"not valid JSON: {exc}", "record": value[:2000]})
+        except (ValueError, RecursionError) as exc:
+            yield QUARANTINE, quarantine(f"not valid JSON: {exc}", value)
             return
         if not isinstance(event, dict):
-            yield QUARANTINE, json.dumps({"reason": f"expected a JSON object, got {type(event).__name__}",
-                                          "record": value[:2000]})
+            yield QUARANTINE, quarantine(f"expected a JSON object, got {type(event).__name__}", value)
             return
-        yield self._timed(event)
+        try:
+            ts = event_timestamp(normalise_event(event).get(self.time_field))
+        except (ValueError, TypeError, RecursionError) as exc:
+            yield QUARANTINE, quarantine(f"unreadable event: {exc}", value)
+            return
+        yield (self.arrival, NO_TIME if ts is None else to_millis(ts), event)
 
-    def _timed(self, event: dict) -> tuple:
-        ts = event_timestamp(normalise_event(event).get(self.time_field))
-        return (self.arrival, NO_TIME if ts is None else to_millis(ts), event)
+
+def quarantine(reason: str, record: str) -> str:
+    """A quarantine line: the reason and (the start of) the record as received."""
+    return json.dumps({"reason": reason, "record": record[:2000]})
 
 
 class EventTime(TimestampAssigner):
@@ -151,7 +156,11 @@ class Detect(BroadcastProcessFunction, _WithPlan):
     @staticmethod
     def _detect(plan: KeyedRulePlan, value: tuple):
         arrival, _, event = value
-        results, records = plan.detect(event, arrival)
+        try:
+            results, records = plan.detect(event, arrival)
+        except (ValueError, TypeError, RecursionError) as exc:  # one record never stops the job
+            yield QUARANTINE, quarantine(f"rules could not read the event: {exc}", json.dumps(event, default=str))
+            return
         for line in results:
             yield RESULTS, line
         for rec in records:
@@ -243,11 +252,12 @@ class DetectQueries(KeyedProcessFunction):
 
     def process_element(self, value, ctx):
         arrival, _, query = value
-        state, events = self.keyed.observe(ctx.get_current_key(), self.state.value(), query)
-        if state is None:
-            self.state.clear()
-        else:
-            self.state.update(state)
+        try:
+            state, events = self.keyed.observe(ctx.get_current_key(), self.state.value(), query)
+        except (ValueError, TypeError) as exc:  # e.g. an input of the wrong size: this record only
+            yield QUARANTINE, quarantine(f"query record: {exc}", json.dumps(query, default=str))
+            return
+        self.state.update(state)
         for event in events:
             ts = self.keyed.event_time(event)
             yield DETECTIONS, json.dumps(event, separators=(",", ":"), default=str)
@@ -269,8 +279,8 @@ class ParseQueries(ProcessFunction):
         try:
             query = json.loads(value)
             check_query(query)
-        except ValueError as exc:
-            yield QUARANTINE, json.dumps({"reason": f"query record: {exc}", "record": value[:2000]})
+        except (ValueError, RecursionError) as exc:
+            yield QUARANTINE, quarantine(f"query record: {exc}", value)
             return
         yield (-self.arrival, 0, query)
 
@@ -302,6 +312,7 @@ def build(env: StreamExecutionEnvironment, *, rules_yaml: str, events: list[str]
         detected = qparsed.key_by(lambda v: str(v[2]["account"]), key_type=Types.STRING()) \
             .process(DetectQueries(detector_blob, id_field, time_field), output_type=pickled).uid("query-detector")
         parsed = parsed.union(detected.set_parallelism(parallelism))
+        quarantined.append(detected.get_side_output(QUARANTINE))
         _sink([detected.get_side_output(DETECTIONS)], os.path.join(out, "detections"), "detections")
     timed = parsed.assign_timestamps_and_watermarks(
         WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(round(lateness * 1000)))
@@ -310,6 +321,7 @@ def build(env: StreamExecutionEnvironment, *, rules_yaml: str, events: list[str]
         timed = timed.set_parallelism(1)  # one watermark generator sees the whole (merged) stream
     detect = timed.connect(broadcast).process(Detect(), output_type=pickled).uid("detect")
     results = [detect.get_side_output(RESULTS)]
+    quarantined.append(detect.get_side_output(QUARANTINE))
     outputs = [detect]
     if plan.depth > MAX_DEPTH:
         raise ValueError(f"correlation chains deeper than {MAX_DEPTH} levels are not supported")

@@ -170,7 +170,8 @@ def test_query_stream_detector_state_lives_in_keyed_state(pyflink, corpus, tmp_p
         queries.append({"id": f"q{i}", "account": account, "time": (t0 + timedelta(seconds=i)).isoformat(),
                         "x": [round(float(v), 4) for v in x]})
     qfile = tmp_path / "queries.jsonl"
-    qfile.write_text("".join(json.dumps(q) + "\n" for q in queries) + "not json\n")
+    wrong_size = dict(queries[0], id="q-bad", x=[0.5, 0.5])  # passes the boundary check, not the detector
+    qfile.write_text("".join(json.dumps(q) + "\n" for q in queries) + "not json\n" + json.dumps(wrong_size) + "\n")
     dfile = tmp_path / "detector.pkl"
     dfile.write_bytes(pickle.dumps(det))
     empty = tmp_path / "events.jsonl"  # no valid event: three bad records, each quarantined with a reason
@@ -190,7 +191,7 @@ def test_query_stream_detector_state_lives_in_keyed_state(pyflink, corpus, tmp_p
     proc = subprocess.run([*KIZASHI, "flink", "run", "--rules", str(corpus["rules"]), "--events", str(empty),
                            "--queries", str(qfile), "--detector", str(dfile), "--parallelism", "2",
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 2 and "4 record(s) quarantined" in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 2 and "5 record(s) quarantined" in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.count("not valid JSON") == 2 and "expected a JSON object, got list" in proc.stderr
     assert "query record: " in proc.stderr
     assert Counter(proc.stdout.splitlines()) == Counter(want) and want
