@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "detect_cmd",  # scan-data, scan-model (and detector listing)
     "demo_cmd",  # demo
     "flink_cmd",  # flink run
+    "sensor_cmd",  # sensor, detectors fit
 ]
 
 

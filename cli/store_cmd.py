@@ -103,26 +103,37 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8787,
     token_env: Annotated[str, typer.Option(help="environment variable holding the bearer token")] = "KIZASHI_TOKEN",
     max_body: Annotated[int, typer.Option(help="maximum request body in bytes")] = 10 * 1024 * 1024,
+    max_records: Annotated[int, typer.Option(help="maximum records per request")] = 10_000,
+    header_timeout: Annotated[float, typer.Option(help="seconds for a request's line and headers")] = 10.0,
+    body_timeout: Annotated[float, typer.Option(help="seconds for a request's body")] = 30.0,
 ) -> None:
     """HTTP ingest endpoint: POST /events (JSON object, array or JSON lines)."""
-    from kizashi.connectors.http_ingest import IngestServer
+    from kizashi.connectors.http_ingest import IngestApp
+    from kizashi.sensor.asgi import Limits, bind, run
 
-    store = Store(db or default_db_url())
-    pipe = Pipeline(store, _ruleset(rules))
-    token = os.environ.get(token_env) or None
+    if not 0 < port < 65536:
+        _fail(f"--port {port} is out of range")
+    token = os.environ.get(token_env)
+    if token is not None and not token.strip():
+        _fail(f"${token_env} is set but empty: set a token, or unset it to run without auth on loopback")
     if token is None and host not in ("127.0.0.1", "localhost", "::1"):
         _fail(f"refusing to listen on {host} without a token: set ${token_env}")
-    server = IngestServer(lambda evs: pipe.ingest(evs).summary(),
-                          lambda raw, reason: store.quarantine(raw, reason, source="http"),
-                          host=host, port=port, token=token, max_body=max_body)
-    h, p = server.address
-    typer.echo(json.dumps({"listening": f"http://{h}:{p}/events", "auth": token is not None}), err=True)
+    if max_body < 1 or max_records < 1 or header_timeout <= 0 or body_timeout <= 0:
+        _fail("--max-body, --max-records and the timeouts must be positive")
+    store = Store(db or default_db_url())
+    pipe = Pipeline(store, _ruleset(rules))
+    app = IngestApp(lambda evs: pipe.ingest(evs).summary(),
+                    lambda raw, reason: store.quarantine(raw, reason, source="http"),
+                    token=token, max_records=max_records)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+        sock = bind(host, port)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    h, p = sock.getsockname()[:2]
+    typer.echo(json.dumps({"listening": f"http://{h}:{p}/events", "auth": token is not None}), err=True)
+    limits = Limits(header_timeout=header_timeout, body_timeout=body_timeout, max_body=max_body,
+                    request_timeout=body_timeout + 120)
+    run(app, sock, limits)
 
 
 alerts_app = typer.Typer(help="Alerts in the store.", no_args_is_help=True)

@@ -1,26 +1,45 @@
 """HTTP ingest endpoint (``kizashi serve``): POST events as one JSON object, a JSON array or JSON lines.
 
-* Binds 127.0.0.1 by default; bearer-token auth (``Authorization: Bearer <token>``) when a token is
-  configured; body size limit (413); ``Content-Type`` must be JSON or NDJSON (415).
-* Valid records of a batch are kept, invalid ones go to quarantine with their reason; the answer
-  (200 all stored, 207 some rejected, 422 none valid) lists the rejected records and why.
+An ASGI application (served by uvicorn with the timeouts and size limits of
+:mod:`kizashi.sensor.asgi`, wired by the CLI):
+
+* bearer-token auth when a token is configured (``Authorization: Bearer <token>``, scheme
+  case-insensitive, token compared as bytes so any header value is answered 401, never a crash);
+* without a token (loopback only): a JSON content type is required (no CORS-simple
+  ``text/plain`` posts from web pages), and ``Host`` must name a loopback address and ``Origin``,
+  when sent, a loopback origin (DNS rebinding, CSRF);
+* at most ``max_records`` records per request (413 beyond);
+* valid records of a batch are kept, invalid ones go to quarantine with their reason; the answer
+  (200 all stored, 207 some rejected, 422 none valid) lists the rejected records and why;
 * ``GET /health`` answers ``{"status": "ok"}`` without auth.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
+import orjson
 from kizashi.engine.events import DetectionEvent, EventValidationError
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
-JSON_TYPES = ("application/json", "application/x-ndjson", "application/jsonl", "application/json-seq",
-              "text/plain")
+MAX_RECORDS = 10_000
+#: with a token, any of these; without one, only the JSON types (text/plain is what a web page may
+#: post cross-origin without a CORS preflight)
+JSON_TYPES = ("application/json", "application/x-ndjson", "application/jsonl", "application/json-seq")
+TOKEN_TYPES = (*JSON_TYPES, "text/plain")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+MAX_REJECTED_LISTED = 100
+
+
+def _loads(text: str | bytes) -> Any:
+    """Strict JSON; nesting deeper than the parser's limit is an error, not a RecursionError."""
+    return orjson.loads(text)
 
 
 def split_records(body: bytes, content_type: str) -> list[tuple[str, Any | None, str | None]]:
@@ -29,8 +48,8 @@ def split_records(body: bytes, content_type: str) -> list[tuple[str, Any | None,
     stripped = text.lstrip()
     if content_type.startswith("application/json") and stripped[:1] in ("{", "["):
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
+            data = _loads(text)
+        except orjson.JSONDecodeError:
             data = None
         if isinstance(data, list):
             return [(json.dumps(x), x, None) for x in data]
@@ -41,83 +60,109 @@ def split_records(body: bytes, content_type: str) -> list[tuple[str, Any | None,
         if not line.strip():
             continue
         try:
-            out.append((line, json.loads(line), None))
-        except json.JSONDecodeError as exc:
+            out.append((line, _loads(line), None))
+        except orjson.JSONDecodeError as exc:
             out.append((line, None, f"not valid JSON: {exc}"))
     return out
 
 
-class IngestServer:
-    """A threaded HTTP server feeding ``handle(events) -> dict`` (e.g. a pipeline's ingest) and
-    ``quarantine(raw, reason)`` for rejected records. Access to the callbacks is serialised."""
+def bearer_token(header: bytes) -> bytes | None:
+    """The token of an ``Authorization: Bearer <token>`` header (scheme case-insensitive, RFC 7235)."""
+    scheme, _, token = header.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    return token.strip() or None
+
+
+def _host_is_loopback(host: str) -> bool:
+    if host.startswith("["):
+        return host.split("]")[0] + "]" in LOOPBACK_HOSTS
+    return host.rsplit(":", 1)[0] in LOOPBACK_HOSTS
+
+
+class IngestApp:
+    """ASGI app feeding ``handle(events) -> dict`` (e.g. a pipeline's ingest) and
+    ``quarantine(raw, reason)`` for rejected records. The callbacks run in a worker thread, one
+    request at a time (the store is one writer)."""
 
     def __init__(self, handle: Callable[[list[DetectionEvent]], dict], quarantine: Callable[[str, str], None], *,
-                 host: str = "127.0.0.1", port: int = 8787, token: str | None = None,
-                 max_body: int = MAX_BODY_BYTES):
+                 token: str | None = None, max_records: int = MAX_RECORDS):
+        if token is not None and not token:
+            raise ValueError("an empty token would accept anyone: set a token or run without one on loopback")
         self.handle_events = handle
         self.quarantine = quarantine
-        self.token = token
-        self.max_body = max_body
+        self.token = token.encode("utf-8") if token is not None else None
+        self.max_records = max_records
         self.lock = threading.Lock()
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            server_version = "kizashi"
-
-            def log_message(self, fmt: str, *args: Any) -> None:  # quiet; never logs tokens
-                pass
-
-            def _reply(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:  # noqa: N802
-                if self.path == "/health":
-                    self._reply(200, {"status": "ok"})
-                else:
-                    self._reply(404, {"error": f"no such path {self.path}; POST events to /events"})
-
-            def do_POST(self) -> None:  # noqa: N802
-                if self.path not in ("/events", "/ingest"):
-                    self._reply(404, {"error": f"no such path {self.path}; POST events to /events"})
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
                     return
-                if server.token is not None:
-                    auth = self.headers.get("Authorization", "")
-                    if not auth.startswith("Bearer ") or not hmac.compare_digest(auth[7:].strip(), server.token):
-                        self._reply(401, {"error": "missing or wrong bearer token (Authorization: Bearer <token>)"})
-                        return
-                ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-                if ctype not in JSON_TYPES:
-                    self._reply(415, {"error": f"Content-Type {ctype or '(none)'} not accepted; send "
-                                               "application/json or application/x-ndjson"})
-                    return
-                try:
-                    length = int(self.headers.get("Content-Length", ""))
-                except ValueError:
-                    self._reply(411, {"error": "Content-Length required"})
-                    return
-                if length > server.max_body:
-                    self._reply(413, {"error": f"body of {length} bytes exceeds the limit of {server.max_body}"})
-                    return
-                body = self.rfile.read(length)
-                self._reply(*server.process(body, ctype))
+        if scope["type"] != "http":
+            return
+        headers: dict[bytes, bytes] = {}
+        for k, v in scope["headers"]:
+            headers.setdefault(k, v)
+        early = self.check(scope["method"], scope["path"], headers)
+        if early is not None:
+            await _reply(send, *early)
+            return
+        chunks = []
+        while True:  # size and time are bounded by the server's guard
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            chunks.append(msg.get("body", b""))
+            if not msg.get("more_body"):
+                break
+        code, summary = await asyncio.to_thread(self.process, b"".join(chunks), self.content_type(headers))
+        await _reply(send, code, summary)
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.httpd.daemon_threads = True
-        self.thread: threading.Thread | None = None
+    def check(self, method: str, path: str, headers: dict[bytes, bytes]) -> tuple[int, dict] | None:
+        """Everything decided from the request head: None when the body should be read."""
+        if method == "GET":
+            if path == "/health":
+                return 200, {"status": "ok"}
+            return 404, {"error": f"no such path {path}; POST events to /events"}
+        if method != "POST":
+            return 405, {"error": "POST events to /events"}
+        if path not in ("/events", "/ingest"):
+            return 404, {"error": f"no such path {path}; POST events to /events"}
+        if self.token is not None:
+            given = bearer_token(headers.get(b"authorization", b""))
+            if given is None or not hmac.compare_digest(given, self.token):
+                return 401, {"error": "missing or wrong bearer token (Authorization: Bearer <token>)"}
+        else:
+            host = headers.get(b"host", b"").decode("latin-1")
+            if not _host_is_loopback(host):
+                return 403, {"error": "without a token only requests addressed to a loopback Host are accepted"}
+            origin = headers.get(b"origin")
+            if origin is not None:
+                o = urlsplit(origin.decode("latin-1"))
+                if o.hostname not in ("127.0.0.1", "localhost", "::1"):
+                    return 403, {"error": "cross-origin requests are refused when no token is set"}
+        ctype = self.content_type(headers)
+        if ctype not in (TOKEN_TYPES if self.token is not None else JSON_TYPES):
+            return 415, {"error": f"Content-Type {ctype or '(none)'} not accepted; send application/json "
+                                  "or application/x-ndjson"}
+        return None
 
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.httpd.server_address[:2]
+    @staticmethod
+    def content_type(headers: dict[bytes, bytes]) -> str:
+        return headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
 
     def process(self, body: bytes, ctype: str) -> tuple[int, dict]:
         records = split_records(body, ctype)
         if not records:
             return 400, {"error": "empty body: send one event, a JSON array of events or JSON lines"}
+        if len(records) > self.max_records:
+            return 413, {"error": f"{len(records)} records in one request; at most {self.max_records}"}
         valid, rejected = [], []
         for i, (raw, data, err) in enumerate(records):
             if err is None:
@@ -126,24 +171,22 @@ class IngestServer:
                     continue
                 except EventValidationError as exc:
                     err = str(exc)
-            rejected.append({"index": i, "error": err})
+                except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+                    err = f"invalid event: {type(exc).__name__}: {exc}"
+            rejected.append({"index": i, "error": err[:500]})
             with self.lock:
                 self.quarantine(raw, f"http record {i}: {err}")
-        summary: dict[str, Any] = {"received": len(records), "rejected": rejected}
+        summary: dict[str, Any] = {"received": len(records), "rejected": rejected[:MAX_REJECTED_LISTED],
+                                   "rejected_count": len(rejected)}
         if valid:
             with self.lock:
                 summary.update(self.handle_events(valid))
         code = 200 if not rejected else (207 if valid else 422)
         return code, summary
 
-    def start(self) -> IngestServer:
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-        return self
 
-    def serve_forever(self) -> None:
-        self.httpd.serve_forever()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+async def _reply(send, status: int, body: dict) -> None:
+    data = orjson.dumps(body)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})

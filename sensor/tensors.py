@@ -1,0 +1,220 @@
+"""Open Inference Protocol (KServe v2 REST) tensors: JSON ``{"name", "shape", "datatype", "data"}``
+to numpy and back.
+
+The sensor decodes what clients send and what the model server answers. Clients are untrusted, so
+every check is explicit: the shape is a short list of non-negative integers, the element count is
+bounded, ``data`` is flat or nested exactly like ``shape``, each value fits the datatype (no NaN or
+infinity, no booleans posing as numbers, integers within range). Anything else raises
+:class:`TensorError` with a message fit for the protocol's ``{"error": ...}`` answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+__all__ = ["DATATYPES", "InferRequest", "InferResponse", "Tensor", "TensorError", "decode_request",
+           "decode_response", "encode_tensor", "parse_json"]
+
+#: protocol datatype -> numpy dtype (BYTES is not decoded: detectors here work on numeric tensors)
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16), "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8), "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
+}
+MAX_DIMS = 8
+MAX_ELEMENTS = 1 << 22
+MAX_NAME = 256
+
+
+class TensorError(ValueError):
+    """A request or response the sensor cannot read; ``str()`` is the protocol error message."""
+
+
+@dataclass
+class Tensor:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    array: np.ndarray  # shaped as ``shape``, dtype of ``datatype``
+
+    def rows(self) -> np.ndarray:
+        """One float64 row per item of the batch (first dimension); a scalar tensor is one row."""
+        a = self.array.astype(np.float64, copy=False)
+        if a.ndim == 0:
+            return a.reshape(1, 1)
+        return a.reshape(a.shape[0], int(np.prod(a.shape[1:], dtype=np.int64)))
+
+
+@dataclass
+class InferRequest:
+    inputs: list[Tensor]
+    outputs: list[str] = field(default_factory=list)  # requested output names (empty: server default)
+    id: str | None = None
+
+    def input(self, name: str | None = None) -> Tensor:
+        if name is None:
+            return self.inputs[0]
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        raise TensorError(f"request has no input named {name!r}")
+
+
+@dataclass
+class InferResponse:
+    outputs: list[Tensor]
+    model_name: str | None = None
+    id: str | None = None
+
+    def output(self, name: str | None) -> Tensor | None:
+        for t in self.outputs:
+            if name is None or t.name == name:
+                return t
+        return None
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON (no NaN/Infinity; nesting bounded by the parser) or :class:`TensorError`."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise TensorError(f"body is not valid JSON: {exc}") from None
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME:
+        raise TensorError(f"{what} must be a non-empty string of at most {MAX_NAME} characters")
+    return value
+
+
+def _shape(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) > MAX_DIMS:
+        raise TensorError(f"{where}: shape must be a list of at most {MAX_DIMS} integers")
+    dims = []
+    total = 1
+    for d in value:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+            raise TensorError(f"{where}: shape must hold non-negative integers; got {d!r}")
+        dims.append(d)
+        total *= d
+        if total > MAX_ELEMENTS:
+            raise TensorError(f"{where}: shape {value} holds more than {MAX_ELEMENTS} elements")
+    return tuple(dims)
+
+
+def _flatten(data: Any, shape: tuple[int, ...], where: str) -> list[Any]:
+    """``data`` as a flat list: either already flat, or nested exactly as ``shape``."""
+    if not isinstance(data, list):
+        if shape == () or shape == (1,):
+            return [data]
+        raise TensorError(f"{where}: data must be a list")
+    if all(not isinstance(v, list) for v in data):
+        return data
+    out: list[Any] = []
+    stack: list[tuple[list, int]] = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth >= len(shape) or len(node) != shape[depth]:
+            raise TensorError(f"{where}: nested data does not match shape {list(shape)}")
+        if depth == len(shape) - 1:
+            if any(isinstance(v, list) for v in node):
+                raise TensorError(f"{where}: nested data is deeper than shape {list(shape)}")
+            out.extend(node)
+        else:
+            for child in reversed(node):
+                if not isinstance(child, list):
+                    raise TensorError(f"{where}: nested data does not match shape {list(shape)}")
+                stack.append((child, depth + 1))
+    return out
+
+
+def _values(flat: list[Any], datatype: str, where: str) -> np.ndarray:
+    dtype = DATATYPES[datatype]
+    if datatype == "BOOL":
+        if not all(isinstance(v, bool) for v in flat):
+            raise TensorError(f"{where}: BOOL data must hold true/false only")
+        return np.array(flat, dtype=np.bool_)
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in flat):
+        raise TensorError(f"{where}: {datatype} data must hold numbers only")
+    if dtype.kind in "iu":
+        if not all(isinstance(v, int) for v in flat):
+            raise TensorError(f"{where}: {datatype} data must hold integers only")
+        info = np.iinfo(dtype)
+        if flat and (min(flat) < info.min or max(flat) > info.max):
+            raise TensorError(f"{where}: a value is outside the range of {datatype}")
+        return np.array(flat, dtype=dtype)
+    arr = np.array(flat, dtype=np.float64)
+    if arr.size and float(np.max(np.abs(arr))) > float(np.finfo(dtype).max):
+        raise TensorError(f"{where}: a value is outside the range of {datatype}")
+    return arr.astype(dtype)
+
+
+def decode_tensor(obj: Any, where: str = "tensor") -> Tensor:
+    if not isinstance(obj, dict):
+        raise TensorError(f"{where} must be a JSON object")
+    name = _text(obj.get("name"), f"{where}.name")
+    where = f"{where} {name!r}"
+    datatype = obj.get("datatype")
+    if datatype == "BYTES":
+        raise TensorError(f"{where}: datatype BYTES is not supported by the sensor")
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise TensorError(f"{where}: datatype must be one of {', '.join(DATATYPES)}")
+    shape = _shape(obj.get("shape"), where)
+    if "data" not in obj:
+        raise TensorError(f"{where}: no data (binary tensor extensions are not supported)")
+    flat = _flatten(obj["data"], shape, where)
+    n = 1
+    for d in shape:
+        n *= d
+    if len(flat) != n:
+        raise TensorError(f"{where}: data holds {len(flat)} values; shape {list(shape)} needs {n}")
+    return Tensor(name, datatype, shape, _values(flat, datatype, where).reshape(shape))
+
+
+def _tensors(obj: dict, key: str) -> list[Tensor]:
+    items = obj.get(key)
+    if not isinstance(items, list) or not items:
+        raise TensorError(f"'{key}' must be a non-empty list of tensors")
+    return [decode_tensor(t, f"{key}[{i}]") for i, t in enumerate(items)]
+
+
+def _optional_id(obj: dict) -> str | None:
+    rid = obj.get("id")
+    return rid if isinstance(rid, str) and len(rid) <= MAX_NAME else None
+
+
+def decode_request(obj: Any) -> InferRequest:
+    """A parsed infer request body -> :class:`InferRequest` (raises :class:`TensorError`)."""
+    if not isinstance(obj, dict):
+        raise TensorError("request body must be a JSON object")
+    outputs = obj.get("outputs", [])
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise TensorError("'outputs' must be a list of objects")
+    names = [_text(o.get("name"), f"outputs[{i}].name") for i, o in enumerate(outputs)]
+    return InferRequest(_tensors(obj, "inputs"), names, _optional_id(obj))
+
+
+def decode_response(obj: Any) -> InferResponse:
+    """A parsed infer response body -> :class:`InferResponse` (raises :class:`TensorError`)."""
+    if not isinstance(obj, dict):
+        raise TensorError("response body must be a JSON object")
+    name = obj.get("model_name")
+    return InferResponse(_tensors(obj, "outputs"), name if isinstance(name, str) else None, _optional_id(obj))
+
+
+def encode_tensor(name: str, array: Any, datatype: str | None = None) -> dict[str, Any]:
+    """A numpy array as a protocol tensor (flat row-major ``data``)."""
+    a = np.asarray(array)
+    if datatype is None:
+        datatype = next((k for k, v in DATATYPES.items() if v == a.dtype), "FP64")
+        if a.dtype != DATATYPES[datatype]:
+            a = a.astype(np.float64)
+    return {"name": name, "shape": list(a.shape), "datatype": datatype,
+            "data": a.astype(DATATYPES[datatype]).reshape(-1).tolist()}
