@@ -143,7 +143,8 @@ class SensorApp:
 
     # -- upstream ----------------------------------------------------------------------------------
     def _forward_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
-        return [(k, v) for k, v in scope["headers"] if k not in _HOP_BY_HOP]
+        # identity: the sensor reads the answer, and passes the same bytes on
+        return [(k, v) for k, v in scope["headers"] if k not in _HOP_BY_HOP] + [(b"accept-encoding", b"identity")]
 
     async def _call_upstream(self, method: str, scope: Scope, body: bytes | None) -> tuple[int, bytes, bytes]:
         assert self.client is not None

@@ -118,6 +118,7 @@ class Sensor:
                                 on_error=lambda exc: log.warning("event store unavailable: %s", exc))
         self.dirty: set[tuple[str, int]] = set()
         self.snapshot_lock = threading.Lock()
+        self.snapshots_taken = self.snapshots_written = 0
         self._recent_alerts = recent_alerts
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -157,12 +158,24 @@ class Sensor:
             until = a.last_seen.timestamp() + self.config.block_seconds
             if until < (now or time.time()):
                 continue
-            for acc in a.accounts:
+            for acc in self._accounts_to_block(a):
                 self._block(acc, Block(reason=f"alert {a.rule.name or a.rule.id} ({a.level})", until=until,
                                        stage=a.stages[-1] if a.stages else "symptom",
                                        attack=a.attacks[0] if a.attacks else "evasion",
                                        techniques=list(a.atlas.techniques),
                                        source={"alert_id": a.id, "rule": a.rule.name or a.rule.id}))
+
+    @staticmethod
+    def _accounts_to_block(alert: Alert) -> list[str]:
+        """The account a correlation is grouped by, or a detection alert's account. A correlation
+        grouped otherwise (e.g. by model: "many accounts hit one model") names bystanders too, so
+        it blocks nobody."""
+        grouped = alert.group.get("account.id")
+        if grouped:
+            return [str(grouped)]
+        if alert.rule.type == "detection":
+            return list(alert.accounts)
+        return []
 
     def _block(self, account: str, block: Block) -> None:
         with self.block_lock:
@@ -248,6 +261,8 @@ class Sensor:
         """State of every detector that changed since the last snapshot (call on the request loop)."""
         out = []
         dirty, self.dirty = self.dirty, set()
+        if dirty:
+            self.snapshots_taken += 1
         for model, i in sorted(dirty):
             det = self.detectors[model][i]
             out.append((self._snapshot_path(model, i, det), det.get_state()))
@@ -266,6 +281,7 @@ class Sensor:
                 os.replace(tmp, path)
             if blobs:
                 self.counts["snapshots"] += 1
+                self.snapshots_written += 1
 
     def snapshot(self) -> None:
         self.write_snapshots(self.snapshot_blobs())
@@ -285,5 +301,6 @@ class Sensor:
 
     def status(self) -> dict[str, Any]:
         return {"mode": self.config.mode, "counts": dict(self.counts), "queue": self.queue.status(),
+                "snapshot_pending": bool(self.dirty) or self.snapshots_taken != self.snapshots_written,
                 "blocked_accounts": sorted(a for a, b in self.blocked.items() if b.until >= time.time()),
                 "models": {m: [d.name for d in dets] for m, dets in self.detectors.items()}}
