@@ -42,6 +42,14 @@ def _loads(text: str | bytes) -> Any:
     return orjson.loads(text)
 
 
+def _raw(record: Any) -> str:
+    """A record's text for quarantine (nesting too deep to re-serialise is summarised, not fatal)."""
+    try:
+        return orjson.dumps(record).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps({"unserialisable_record": repr(record)[:2000]})
+
+
 def split_records(body: bytes, content_type: str) -> list[tuple[str, Any | None, str | None]]:
     """Body → [(raw text, parsed JSON or None, error or None)] per record."""
     text = body.decode("utf-8", errors="replace")
@@ -52,7 +60,7 @@ def split_records(body: bytes, content_type: str) -> list[tuple[str, Any | None,
         except orjson.JSONDecodeError:
             data = None
         if isinstance(data, list):
-            return [(json.dumps(x), x, None) for x in data]
+            return [(_raw(x), x, None) for x in data]
         if isinstance(data, dict):
             return [(text, data, None)]
     out = []

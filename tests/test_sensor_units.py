@@ -1,0 +1,260 @@
+"""The sensor's parts without servers: the tensor decoder under hostile input (hypothesis), fitted
+artefacts and state blobs without pickle, account identification, the event queue's durable spill."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kizashi.detectors.artefacts import (
+    ArtefactError,
+    load_fitted,
+    save_fitted,
+    state_from_bytes,
+    state_to_bytes,
+)
+from kizashi.engine.events import DetectionEvent
+from kizashi.sensor.accounts import AccountIdentifier
+from kizashi.sensor.event_queue import EventQueue
+from kizashi.sensor.tensors import (
+    DATATYPES,
+    TensorError,
+    decode_request,
+    decode_response,
+    encode_tensor,
+    parse_json,
+)
+
+# -- tensor decoder ---------------------------------------------------------------------------------
+
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+                         st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5))
+json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=6),
+                                                                  st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+                           max_leaves=30)
+dtypes = st.one_of(st.sampled_from([*DATATYPES, "BYTES"]), st.text(max_size=6), json_scalars)
+shapes = st.one_of(st.lists(st.integers(min_value=-3, max_value=70), max_size=5), json_values)
+
+
+@st.composite
+def hostile_tensor(draw):
+    t = {}
+    if draw(st.booleans()):
+        t["name"] = draw(st.one_of(st.text(max_size=8), json_scalars))
+    if draw(st.booleans()):
+        t["datatype"] = draw(dtypes)
+    if draw(st.booleans()):
+        t["shape"] = draw(shapes)
+    if draw(st.booleans()):
+        t["data"] = draw(json_values)
+    return t
+
+
+@st.composite
+def plausible_tensor(draw):
+    """Well-formed more often than not, with one field bent: what a fuzzer aiming at the codec sends."""
+    shape = draw(st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=3))
+    n = int(np.prod(shape))
+    dt = draw(st.sampled_from(list(DATATYPES)))
+    if dt == "BOOL":
+        data = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    elif DATATYPES[dt].kind in "iu":
+        data = draw(st.lists(st.integers(min_value=-300, max_value=70000), min_size=n, max_size=n))
+    else:
+        data = draw(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=n, max_size=n))
+    t = {"name": "x", "datatype": dt, "shape": shape, "data": data}
+    bend = draw(st.integers(min_value=0, max_value=5))
+    if bend == 1 and data:
+        t["data"] = data[:-1]
+    elif bend == 2:
+        t["data"] = np.asarray(data, dtype=object).reshape(shape).tolist() if n else data
+    elif bend == 3:
+        t["data"] = [draw(json_values)] + data[1:]
+    elif bend == 4:
+        t["shape"] = [*shape, draw(st.integers(min_value=-1, max_value=3))]
+    return t
+
+
+def _decode_or_400(body: bytes) -> None:
+    try:
+        req = decode_request(parse_json(body))
+    except TensorError as exc:
+        assert str(exc)  # a message for {"error": ...}
+        return
+    for t in req.inputs:  # decoded: typed, shaped, finite
+        assert t.array.shape == t.shape and t.array.dtype == DATATYPES[t.datatype]
+        assert np.all(np.isfinite(t.rows()))
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(hostile_tensor(), plausible_tensor()), st.booleans(), json_values)
+def test_tensor_decoder_fuzz_each_input_decoded_or_400_never_a_crash(tensor, wrap, extra):
+    body = {"inputs": [tensor]} if wrap else {"inputs": tensor, "outputs": extra}
+    _decode_or_400(json.dumps(body).encode())
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=200))
+def test_tensor_decoder_fuzz_raw_bytes_decoded_or_400(raw):
+    _decode_or_400(raw)
+
+
+def test_tensor_decoder_hostile_cases_answered_with_reasons():
+    deep = b"[" * 100_000 + b"]" * 100_000
+    cases = {
+        deep: "JSON object",
+        b'{"inputs": ' + deep + b'}': "must be a JSON object",
+        b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [NaN]}]}': "not valid JSON",
+        orjson.dumps({"inputs": [{"name": "x", "shape": [2**40, 2**40], "datatype": "FP32", "data": []}]}): "more than",
+        orjson.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [True]}]}): "numbers only",
+        orjson.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP16", "data": [1e6]}]}): "range of FP16",
+        orjson.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "INT8", "data": [1.5]}]}): "integers only",
+        orjson.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}): "BYTES",
+        orjson.dumps({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP64", "data": [[1, 2], [3]]}]}): "shape",
+        orjson.dumps({"inputs": [{"name": "x", "shape": [True], "datatype": "FP64", "data": [1]}]}): "non-negative",
+        orjson.dumps({"inputs": []}): "non-empty list",
+    }
+    for body, reason in cases.items():
+        with pytest.raises(TensorError, match=reason):
+            decode_request(parse_json(body))
+
+
+def test_tensor_round_trip_nested_and_flat_agree():
+    X = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    flat = encode_tensor("x", X)
+    nested = {**flat, "data": X.tolist()}
+    a = decode_request({"inputs": [flat]}).input("x")
+    b = decode_request({"inputs": [nested]}).input("x")
+    assert a.datatype == "FP32" and np.array_equal(a.array, X) and np.array_equal(b.array, X)
+    assert a.rows().shape == (3, 4)
+    resp = decode_response({"model_name": "m", "outputs": [encode_tensor("p", np.eye(3)[:2])]})
+    assert resp.model_name == "m" and resp.output("p").array.shape == (2, 3)
+
+
+# -- fitted artefacts and state blobs -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    return X[:600] / 16.0, y[:600]
+
+
+def test_fitted_artefact_is_json_and_npz_without_pickle_and_reloads_equal(tmp_path, digits):
+    from kizashi.detectors import create
+
+    X, y = digits
+    det = create("stateful_knn", k=5, features="pca", n_components=8, calibration_streams=5,
+                 calibration_length=200).fit(X)
+    out = save_fitted(det, tmp_path / "knn")
+    doc = json.loads((out / "detector.json").read_text())
+    assert doc["format"] == "kizashi.fitted/1" and doc["params"]["k"] == 5
+    with np.load(out / "arrays.npz", allow_pickle=False) as z:  # raises on object arrays
+        assert all(z[k].dtype.kind in "biufc" for k in z.files)
+    assert b"\x80\x04" not in (out / "arrays.npz").read_bytes()[:2]
+    again = load_fitted(out)
+    assert again.threshold_ == det.threshold_
+    assert np.allclose(again.score_stream(X[:60]), det.score_stream(X[:60]), equal_nan=True)
+
+
+def test_fitted_artefact_naming_code_is_refused(tmp_path, digits):
+    from kizashi.detectors import create
+
+    X, _ = digits
+    out = save_fitted(create("blacklight", calibration_streams=3, calibration_length=100).fit(X), tmp_path / "bl")
+    doc = json.loads((out / "detector.json").read_text())
+    doc["fitted"]["evil_"] = {"$object": "os:system", "state": "touch /tmp/pwned"}
+    (out / "detector.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtefactError, match="allow-list"):
+        load_fitted(out)
+    with pytest.raises(ArtefactError, match="allow-list"):
+        state_from_bytes(_blob_with_object("subprocess:Popen"))
+
+
+def _blob_with_object(path: str) -> bytes:
+    import io
+
+    tree = json.dumps({"format": "kizashi.state/1", "state": {"$object": path, "state": ["id"]}}).encode()
+    buf = io.BytesIO()
+    np.savez(buf, __tree__=np.frombuffer(tree, dtype=np.uint8))
+    return buf.getvalue()
+
+
+def test_state_blob_round_trips_per_account_state(digits):
+    from kizashi.detectors import create
+
+    X, y = digits
+    det = create("prada", min_queries=20, calibration_streams=3, calibration_length=100).fit(X, y)
+    for i in range(40):
+        det.observe(X[i], account=f"a{i % 2}", prediction=int(y[i]))
+    blob = state_to_bytes(det._states().dump())
+    fresh = create("prada", delta=det.threshold_, min_queries=20).fit(X, y)
+    fresh._states().load(state_from_bytes(blob))
+    assert fresh._states().accounts() == det._states().accounts()
+    a = det.observe(X[50], account="a0", prediction=int(y[50]))
+    b = fresh.observe(X[50], account="a0", prediction=int(y[50]))
+    assert [e.score for e in a] == [e.score for e in b]
+    assert det._states().peek("a0").distances.size == fresh._states().peek("a0").distances.size
+
+
+# -- accounts -------------------------------------------------------------------------------------------
+
+
+def test_account_is_a_keyed_hash_and_forwarded_for_trusted_only_from_proxies():
+    ids = AccountIdentifier("Authorization", b"k1", ["10.0.0.0/8"])
+    h = [(b"authorization", b"bEaReR s3cr\xc3\xa9t"), (b"x-forwarded-for", b"203.0.113.9, 10.1.1.1")]
+    acc, ip = ids.identify("10.2.2.2", h)
+    assert acc.startswith("acct-") and "s3cr" not in acc and acc == ids.account_id("s3cr\u00e9t")
+    assert ip == "203.0.113.9"
+    assert ids.identify("198.51.100.7", h)[1] == "198.51.100.7"  # untrusted peer: header ignored
+    assert AccountIdentifier("Authorization", b"k2").account_id("s3crét") != acc  # keyed
+    assert ids.identify("127.0.0.1", [(b"authorization", b"Basic abc")])[0] == "addr-127.0.0.1"
+
+
+# -- event queue ------------------------------------------------------------------------------------------
+
+
+def _event(i: int) -> DetectionEvent:
+    return DetectionEvent(id=f"e{i}", detector={"id": "t", "name": "t"}, stage="precursor", attack="evasion",
+                          score=float(i))
+
+
+def test_event_queue_spills_durably_when_full_and_loses_nothing(tmp_path):
+    gate = threading.Event()
+    got: list[str] = []
+
+    def slow(events):
+        gate.wait(10)
+        got.extend(e.id for e in events)
+
+    q = EventQueue(slow, tmp_path / "spill", maxsize=3, batch=2).start()
+    q.put([_event(i) for i in range(20)])
+    assert q.counts["spilled"] >= 15 and any((tmp_path / "spill").iterdir())
+    gate.set()
+    deadline = time.monotonic() + 15
+    while len(got) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    q.stop()
+    assert sorted(got, key=lambda s: int(s[1:])) == [f"e{i}" for i in range(20)]
+    assert not list((tmp_path / "spill").glob("spill-*"))
+
+
+def test_event_queue_replays_spill_left_by_a_crash(tmp_path):
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    (spill / "spill-1.jsonl.part").write_text("".join(_event(i).to_json() + "\n" for i in range(4)) + '{"torn')
+    got: list[str] = []
+    q = EventQueue(lambda evs: got.extend(e.id for e in evs), spill).start()
+    deadline = time.monotonic() + 10
+    while len(got) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    q.stop()
+    assert got == ["e0", "e1", "e2", "e3"] and q.counts["spill_replayed"] == 4
