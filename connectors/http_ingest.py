@@ -47,7 +47,7 @@ def _raw(record: Any) -> str:
     try:
         return orjson.dumps(record).decode()
     except (TypeError, orjson.JSONEncodeError):
-        return json.dumps({"unserialisable_record": repr(record)[:2000]})
+        return json.dumps({"unserialisable_record": f"a {type(record).__name__} nested too deeply to re-serialise"})
 
 
 def split_records(body: bytes, content_type: str) -> list[tuple[str, Any | None, str | None]]:
@@ -129,7 +129,10 @@ class IngestApp:
             chunks.append(msg.get("body", b""))
             if not msg.get("more_body"):
                 break
-        code, summary = await asyncio.to_thread(self.process, b"".join(chunks), self.content_type(headers))
+        try:
+            code, summary = await asyncio.to_thread(self.process, b"".join(chunks), self.content_type(headers))
+        except Exception as exc:  # e.g. the store is down: one error answer, the server stays up
+            code, summary = 503, {"error": f"events not stored: {type(exc).__name__}"}
         await _reply(send, code, summary)
 
     def check(self, method: str, path: str, headers: dict[bytes, bytes]) -> tuple[int, dict] | None:

@@ -106,6 +106,9 @@ class SensorApp:
             await json_response(send, exc.status, {"error": str(exc)})
         except ConnectionError:
             return  # the client went away
+        except Exception:  # never a traceback to the client; the sensor stays up
+            log.exception("sensor failed on %s %s", method, path)
+            await json_response(send, 500, {"error": "internal sensor error"})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
