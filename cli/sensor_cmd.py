@@ -8,6 +8,7 @@ detectors score the rows with the model server's own answers standing in for the
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from datetime import datetime
@@ -53,15 +54,24 @@ class StreamOnline:
                                                 source_ip=source_ip))
         return events
 
-    def get_state(self) -> bytes:
+    def accounts(self) -> list[str]:
+        return self.detector._states().accounts()
+
+    def copy_account(self, account: str) -> Any:
+        state = self.detector._states().peek(account)
+        return None if state is None else copy.deepcopy(state)
+
+    def encode_account(self, state: Any) -> bytes:
         from kizashi.detectors.artefacts import state_to_bytes
 
-        return state_to_bytes(self.detector._states().dump())
+        return state_to_bytes(state)
 
-    def set_state(self, blob: bytes) -> None:
+    def restore_account(self, account: str, blob: bytes) -> None:
         from kizashi.detectors.artefacts import state_from_bytes
 
-        self.detector._states().load(state_from_bytes(blob))
+        states = self.detector._states()
+        states.get(account)  # creates the slot (and applies the LRU bound)
+        states._states[account] = state_from_bytes(blob)
 
 
 class InputOnline:
@@ -81,11 +91,6 @@ class InputOnline:
             return []  # the answer held no class probabilities: nothing to score
         return self.detector.detect(X, account=account, time=time, model=model, source_ip=source_ip)
 
-    def get_state(self) -> bytes:
-        return b""
-
-    def set_state(self, blob: bytes) -> None:
-        pass
 
 
 def online_detector(detector: Any, *, blocking: bool = False):

@@ -23,13 +23,13 @@ import re
 import time
 from collections import OrderedDict
 
-import httpx
 import orjson
 
 from .accounts import AccountIdentifier
 from .asgi import Receive, Scope, Send, json_response, read_body
 from .core import Sensor, outputs_from
 from .tensors import InferRequest, InferResponse, TensorError, decode_request, decode_response, parse_json
+from .upstream import Upstream, UpstreamError
 
 __all__ = ["SensorApp"]
 
@@ -40,12 +40,7 @@ _HEALTH_PATHS = ("/v2", "/v2/health/live", "/v2/health/ready")
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
                b"transfer-encoding", b"upgrade", b"host", b"content-length", b"accept-encoding"}
 _LOOPBACK = ("127.0.0.1", "::1")
-
-
-class UpstreamError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+SNAPSHOT_SLICE = 100  # accounts copied per turn of the event loop
 
 
 class SensorApp:
@@ -54,7 +49,7 @@ class SensorApp:
         self.config = sensor.config
         self.upstream = upstream.rstrip("/")
         self.accounts = accounts
-        self.client: httpx.AsyncClient | None = None
+        self.client: Upstream | None = None
         self.pending: OrderedDict[str, tuple[float, str, dict]] = OrderedDict()
         self._snapshot_task: asyncio.Task | None = None
 
@@ -123,11 +118,8 @@ class SensorApp:
 
     def start(self) -> None:
         c = self.config
-        self.client = httpx.AsyncClient(
-            base_url=self.upstream,
-            timeout=httpx.Timeout(c.upstream_timeout, connect=c.upstream_connect_timeout),
-            limits=httpx.Limits(max_connections=c.max_connections, max_keepalive_connections=64),
-        )
+        self.client = Upstream(self.upstream, timeout=c.upstream_timeout, connect_timeout=c.upstream_connect_timeout,
+                               max_body=c.max_upstream_body)
         self._snapshot_task = asyncio.get_running_loop().create_task(self._snapshots())
 
     async def aclose(self) -> None:
@@ -138,11 +130,26 @@ class SensorApp:
         await asyncio.to_thread(self.sensor.stop)
 
     async def _snapshots(self) -> None:
+        """Incremental: only accounts seen since the last round are copied (on the loop, a slice at
+        a time so requests interleave) and encoded (in a thread)."""
+        sensor = self.sensor
         while True:
             await asyncio.sleep(self.config.snapshot_seconds)
-            blobs = self.sensor.snapshot_blobs()  # on the loop: consistent with request handling
-            if blobs:
-                await asyncio.to_thread(self.sensor.write_snapshots, blobs)
+            dirty = sensor.take_dirty()
+            if not dirty:
+                continue
+            sensor.snapshot_running = True
+            try:
+                for key, accounts in dirty.items():
+                    ordered, copies = sorted(accounts), []
+                    for k in range(0, len(ordered), SNAPSHOT_SLICE):
+                        copies.extend(sensor.copy_states(key, ordered[k:k + SNAPSHOT_SLICE]))
+                        await asyncio.sleep(0)
+                    await asyncio.to_thread(sensor.write_snapshot, key, copies)
+            except Exception:  # a failed snapshot must not stop the next ones
+                log.exception("snapshot failed")
+            finally:
+                sensor.snapshot_running = False
 
     # -- upstream ----------------------------------------------------------------------------------
     def _forward_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
@@ -151,24 +158,10 @@ class SensorApp:
 
     async def _call_upstream(self, method: str, scope: Scope, body: bytes | None) -> tuple[int, bytes, bytes]:
         assert self.client is not None
-        path = scope["path"] + (("?" + scope["query_string"].decode("latin-1")) if scope.get("query_string") else "")
-        try:
-            req = self.client.build_request(method, path, content=body, headers=self._forward_headers(scope))
-            resp = await self.client.send(req, stream=True)
-            try:
-                chunks, size = [], 0
-                async for chunk in resp.aiter_raw():
-                    size += len(chunk)
-                    if size > self.config.max_upstream_body:
-                        raise UpstreamError(502, "upstream answer exceeds the sensor's size limit")
-                    chunks.append(chunk)
-            finally:
-                await resp.aclose()
-        except httpx.TimeoutException:
-            raise UpstreamError(504, "upstream model server timed out") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamError(502, f"upstream model server unreachable or failed: {type(exc).__name__}") from None
-        return resp.status_code, resp.headers.get("content-type", "application/json").encode("latin-1"), b"".join(chunks)
+        qs = scope.get("query_string") or b""
+        target = scope["path"] + ("?" + qs.decode("latin-1") if qs else "")
+        status, headers, answer = await self.client.request(method, target, self._forward_headers(scope), body)
+        return status, headers.get(b"content-type", b"application/json"), answer
 
     async def _forward_simple(self, scope: Scope, send: Send) -> None:
         status, ctype, body = await self._call_upstream(scope["method"], scope, None)

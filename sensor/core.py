@@ -28,6 +28,8 @@ from .tensors import InferResponse
 
 __all__ = ["Decision", "OnlineDetector", "Outputs", "Sensor", "outputs_from"]
 
+_MAGIC = b"KZSNAP1\n"  # then per account: u32 length + account id, u32 length + state blob
+
 log = logging.getLogger("kizashi.sensor")
 LEVELS = ("informational", "low", "medium", "high", "critical")
 DECISION_EVERY = 60.0  # seconds between decision events about the same blocked account
@@ -75,9 +77,14 @@ class OnlineDetector(Protocol):
     def inspect(self, X: np.ndarray, outputs: Outputs, *, account: str, source_ip: str | None,
                 time: datetime) -> list[DetectionEvent]: ...
 
-    def get_state(self) -> bytes: ...
+    # per-account state (stateful detectors only): copied on the request loop, encoded elsewhere
+    def accounts(self) -> list[str]: ...
 
-    def set_state(self, blob: bytes) -> None: ...
+    def copy_account(self, account: str) -> Any: ...
+
+    def encode_account(self, state: Any) -> bytes: ...
+
+    def restore_account(self, account: str, blob: bytes) -> None: ...
 
 
 @dataclass
@@ -116,9 +123,10 @@ class Sensor:
                        "logger_events": 0, "logger_pairs": 0, "snapshots": 0}
         self.queue = EventQueue(self._handle_events, self.state_dir / "spill", maxsize=config.queue_size,
                                 on_error=lambda exc: log.warning("event store unavailable: %s", exc))
-        self.dirty: set[tuple[str, int]] = set()
+        self.dirty: dict[tuple[str, int], set[str]] = {}
+        self.encoded: dict[tuple[str, int], dict[str, bytes]] = {}  # account -> its last encoded state
         self.snapshot_lock = threading.Lock()
-        self.snapshots_taken = self.snapshots_written = 0
+        self.snapshot_running = False
         self._recent_alerts = recent_alerts
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -233,7 +241,7 @@ class Sensor:
                 log.warning("detector %s failed on a request for %s: %s", det.name, model, exc)
                 continue
             if det.stateful:
-                self.dirty.add((model, i))
+                self.dirty.setdefault((model, i), set()).add(account)
             events.extend(found)
             if found and det.blocking and blocking_flag is None:
                 blocking_flag = found[0]
@@ -255,52 +263,83 @@ class Sensor:
     # -- snapshots -----------------------------------------------------------------------------------
     def _snapshot_path(self, model: str, i: int, det: OnlineDetector) -> Path:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
-        return self.state_dir / "snapshots" / safe / f"{i:02d}-{det.name}.npz"
+        return self.state_dir / "snapshots" / safe / f"{i:02d}-{det.name}.kzs"
 
-    def snapshot_blobs(self) -> list[tuple[Path, bytes]]:
-        """State of every detector that changed since the last snapshot (call on the request loop)."""
-        out = []
-        dirty, self.dirty = self.dirty, set()
-        if dirty:
-            self.snapshots_taken += 1
-        for model, i in sorted(dirty):
-            det = self.detectors[model][i]
-            out.append((self._snapshot_path(model, i, det), det.get_state()))
-        return out
+    def take_dirty(self) -> dict[tuple[str, int], set[str]]:
+        dirty, self.dirty = self.dirty, {}
+        return dirty
 
-    def write_snapshots(self, blobs: list[tuple[Path, bytes]]) -> None:
-        """Atomic writes (temp file, fsync, rename): a crash leaves the previous snapshot whole."""
+    def copy_states(self, key: tuple[str, int], accounts: list[str]) -> list[tuple[str, Any]]:
+        """Copies of some accounts' state (on the request loop, so each copy is consistent)."""
+        det = self.detectors[key[0]][key[1]]
+        return [(a, det.copy_account(a)) for a in accounts]
+
+    def write_snapshot(self, key: tuple[str, int], copies: list[tuple[str, Any]]) -> None:
+        """Encode the copied accounts (off the loop), then rewrite the detector's snapshot file from
+        the cache of encoded accounts: temp file, fsync, rename, so a crash leaves the last one whole."""
+        det = self.detectors[key[0]][key[1]]
         with self.snapshot_lock:
-            for path, blob in blobs:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                with open(tmp, "wb") as fh:
-                    fh.write(blob)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            if blobs:
-                self.counts["snapshots"] += 1
-                self.snapshots_written += 1
+            cache = self.encoded.setdefault(key, {})
+            for account, state in copies:
+                if state is None:
+                    cache.pop(account, None)  # evicted (LRU bound) since
+                else:
+                    cache[account] = det.encode_account(state)
+            path = self._snapshot_path(*key, det)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "wb") as fh:
+                fh.write(_MAGIC)
+                for account, blob in cache.items():
+                    a = account.encode("utf-8", errors="surrogateescape")
+                    fh.write(len(a).to_bytes(4, "big") + a + len(blob).to_bytes(4, "big") + blob)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            self.counts["snapshots"] += 1
 
     def snapshot(self) -> None:
-        self.write_snapshots(self.snapshot_blobs())
+        """Everything dirty, at once (shutdown; the server snapshots incrementally on its loop)."""
+        for key, accounts in self.take_dirty().items():
+            self.write_snapshot(key, self.copy_states(key, sorted(accounts)))
 
     def restore_snapshots(self) -> int:
         n = 0
         for model, dets in self.detectors.items():
             for i, det in enumerate(dets):
                 path = self._snapshot_path(model, i, det)
-                if det.stateful and path.exists():
-                    try:
-                        det.set_state(path.read_bytes())
+                if not (det.stateful and path.exists()):
+                    continue
+                cache = self.encoded.setdefault((model, i), {})
+                try:
+                    for account, blob in _read_snapshot(path.read_bytes()):
+                        det.restore_account(account, blob)
+                        cache[account] = blob
                         n += 1
-                    except (ValueError, OSError) as exc:
-                        log.warning("snapshot %s not restored: %s", path, exc)
+                except (ValueError, OSError) as exc:
+                    log.warning("snapshot %s not (fully) restored: %s", path, exc)
         return n
 
     def status(self) -> dict[str, Any]:
         return {"mode": self.config.mode, "counts": dict(self.counts), "queue": self.queue.status(),
-                "snapshot_pending": bool(self.dirty) or self.snapshots_taken != self.snapshots_written,
+                "snapshot_pending": bool(self.dirty) or self.snapshot_running,
                 "blocked_accounts": sorted(a for a, b in self.blocked.items() if b.until >= time.time()),
                 "models": {m: [d.name for d in dets] for m, dets in self.detectors.items()}}
+
+
+def _read_snapshot(data: bytes):
+    if not data.startswith(_MAGIC):
+        raise ValueError("not a kizashi sensor snapshot")
+    pos = len(_MAGIC)
+    while pos < len(data):
+        if pos + 4 > len(data):
+            raise ValueError("truncated snapshot")
+        n = int.from_bytes(data[pos:pos + 4], "big")
+        account = data[pos + 4:pos + 4 + n].decode("utf-8", errors="surrogateescape")
+        pos += 4 + n
+        m = int.from_bytes(data[pos:pos + 4], "big")
+        blob = data[pos + 4:pos + 4 + m]
+        if len(blob) != m or n > 4096:
+            raise ValueError("truncated snapshot")
+        pos += 4 + m
+        yield account, blob
