@@ -8,7 +8,6 @@ detectors score the rows with the model server's own answers standing in for the
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
 from datetime import datetime
@@ -57,14 +56,11 @@ class StreamOnline:
     def accounts(self) -> list[str]:
         return self.detector._states().accounts()
 
-    def copy_account(self, account: str) -> Any:
-        state = self.detector._states().peek(account)
-        return None if state is None else copy.deepcopy(state)
-
-    def encode_account(self, state: Any) -> bytes:
+    def encode_account(self, account: str) -> bytes | None:
         from kizashi.detectors.artefacts import state_to_bytes
 
-        return state_to_bytes(state)
+        state = self.detector._states().peek(account)
+        return None if state is None else state_to_bytes(state)
 
     def restore_account(self, account: str, blob: bytes) -> None:
         from kizashi.detectors.artefacts import state_from_bytes

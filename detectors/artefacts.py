@@ -245,22 +245,44 @@ def load_fitted(path: str | os.PathLike) -> Any:
 # -- per-account state ----------------------------------------------------------------------------
 
 
+_STATE_MAGIC = b"KZSTATE1"
+
+
 def state_to_bytes(tree: Any) -> bytes:
-    """A state tree (plain data, numpy arrays and allow-listed objects) as one ``.npz`` blob."""
+    """A state tree (plain data, numpy arrays and allow-listed objects) as bytes: a magic, the JSON
+    tree, then the arrays' raw bytes (dtype and shape in the tree; no pickle, no object arrays)."""
     enc = _Encoder()
-    doc = json.dumps({"format": STATE_FORMAT, "state": enc(tree, "state")}, allow_nan=False).encode()
-    arrays = dict(enc.arrays)
-    arrays["__tree__"] = np.frombuffer(doc, dtype=np.uint8)
-    return _npz_bytes(arrays)
+    doc = {"format": STATE_FORMAT, "state": enc(tree, "state"), "arrays": {}}
+    raw, offset = [], 0
+    for key, a in enc.arrays.items():
+        b = np.ascontiguousarray(a).tobytes()
+        doc["arrays"][key] = [offset, len(b), a.dtype.str, list(a.shape)]
+        raw.append(b)
+        offset += len(b)
+    text = json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
+    return _STATE_MAGIC + len(text).to_bytes(8, "big") + text + b"".join(raw)
 
 
 def state_from_bytes(blob: bytes) -> Any:
     """The tree written by :func:`state_to_bytes`."""
-    arrays = _load_npz(blob)
+    if not blob.startswith(_STATE_MAGIC) or len(blob) < 16:
+        raise ArtefactError("not a kizashi state blob")
+    n = int.from_bytes(blob[8:16], "big")
     try:
-        doc = json.loads(arrays.pop("__tree__").tobytes())
-    except (KeyError, ValueError) as exc:
+        doc = json.loads(blob[16:16 + n])
+    except ValueError as exc:
         raise ArtefactError(f"state blob has no readable tree: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
         raise ArtefactError(f"not a {STATE_FORMAT} blob")
+    data = memoryview(blob)[16 + n:]
+    arrays = {}
+    for key, spec in dict(doc.get("arrays") or {}).items():
+        try:
+            off, size, dtype, shape = spec
+            dt = np.dtype(dtype)
+            if dt.kind not in _ARRAY_KINDS or off < 0 or off + size > len(data):
+                raise ValueError("bad array entry")
+            arrays[key] = np.frombuffer(data[off:off + size], dtype=dt).reshape(shape).copy()
+        except (TypeError, ValueError) as exc:
+            raise ArtefactError(f"state blob array {key!r}: {exc}") from None
     return _Decoder(arrays)(doc.get("state"))

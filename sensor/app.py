@@ -40,7 +40,7 @@ _HEALTH_PATHS = ("/v2", "/v2/health/live", "/v2/health/ready")
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
                b"transfer-encoding", b"upgrade", b"host", b"content-length", b"accept-encoding"}
 _LOOPBACK = ("127.0.0.1", "::1")
-SNAPSHOT_SLICE = 100  # accounts copied per turn of the event loop
+SNAPSHOT_SLICE = 25  # accounts copied per turn of the event loop
 
 
 class SensorApp:
@@ -130,8 +130,8 @@ class SensorApp:
         await asyncio.to_thread(self.sensor.stop)
 
     async def _snapshots(self) -> None:
-        """Incremental: only accounts seen since the last round are copied (on the loop, a slice at
-        a time so requests interleave) and encoded (in a thread)."""
+        """Incremental: only accounts seen since the last round are encoded (on the loop, a slice at
+        a time so requests interleave); the file is written in a thread."""
         sensor = self.sensor
         while True:
             await asyncio.sleep(self.config.snapshot_seconds)
@@ -141,11 +141,11 @@ class SensorApp:
             sensor.snapshot_running = True
             try:
                 for key, accounts in dirty.items():
-                    ordered, copies = sorted(accounts), []
+                    ordered, encoded = sorted(accounts), []
                     for k in range(0, len(ordered), SNAPSHOT_SLICE):
-                        copies.extend(sensor.copy_states(key, ordered[k:k + SNAPSHOT_SLICE]))
+                        encoded.extend(sensor.encode_states(key, ordered[k:k + SNAPSHOT_SLICE]))
                         await asyncio.sleep(0)
-                    await asyncio.to_thread(sensor.write_snapshot, key, copies)
+                    await asyncio.to_thread(sensor.write_snapshot, key, encoded)
             except Exception:  # a failed snapshot must not stop the next ones
                 log.exception("snapshot failed")
             finally:

@@ -71,7 +71,8 @@ class SensorConfig(_Strict):
                                                     description="which alerts block: correlated ones, or any")
     block_seconds: float = Field(default=86400.0, gt=0, description="how long an alert or flag keeps blocking")
     state_dir: str = Field(default="kizashi-sensor-state", description="snapshots, spill files, account key")
-    snapshot_seconds: float = Field(default=5.0, gt=0)
+    snapshot_seconds: float = Field(default=10.0, gt=0, description="how often changed accounts' state is "
+                                    "written (a crash loses at most this much per-account history)")
     queue_size: int = Field(default=10_000, ge=1, description="events held in memory before spilling to disk")
     upstream_timeout: float = Field(default=30.0, gt=0)
     upstream_connect_timeout: float = Field(default=5.0, gt=0)

@@ -80,9 +80,7 @@ class OnlineDetector(Protocol):
     # per-account state (stateful detectors only): copied on the request loop, encoded elsewhere
     def accounts(self) -> list[str]: ...
 
-    def copy_account(self, account: str) -> Any: ...
-
-    def encode_account(self, state: Any) -> bytes: ...
+    def encode_account(self, account: str) -> bytes | None: ...
 
     def restore_account(self, account: str, blob: bytes) -> None: ...
 
@@ -269,22 +267,23 @@ class Sensor:
         dirty, self.dirty = self.dirty, {}
         return dirty
 
-    def copy_states(self, key: tuple[str, int], accounts: list[str]) -> list[tuple[str, Any]]:
-        """Copies of some accounts' state (on the request loop, so each copy is consistent)."""
+    def encode_states(self, key: tuple[str, int], accounts: list[str]) -> list[tuple[str, bytes | None]]:
+        """Some accounts' state, encoded (on the request loop, so each is consistent; the encoding
+        is the copy)."""
         det = self.detectors[key[0]][key[1]]
-        return [(a, det.copy_account(a)) for a in accounts]
+        return [(a, det.encode_account(a)) for a in accounts]
 
-    def write_snapshot(self, key: tuple[str, int], copies: list[tuple[str, Any]]) -> None:
-        """Encode the copied accounts (off the loop), then rewrite the detector's snapshot file from
-        the cache of encoded accounts: temp file, fsync, rename, so a crash leaves the last one whole."""
+    def write_snapshot(self, key: tuple[str, int], encoded: list[tuple[str, bytes | None]]) -> None:
+        """Rewrite the detector's snapshot file from the cache of encoded accounts (off the loop):
+        temp file, fsync, rename, so a crash leaves the last one whole."""
         det = self.detectors[key[0]][key[1]]
         with self.snapshot_lock:
             cache = self.encoded.setdefault(key, {})
-            for account, state in copies:
-                if state is None:
+            for account, blob in encoded:
+                if blob is None:
                     cache.pop(account, None)  # evicted (LRU bound) since
                 else:
-                    cache[account] = det.encode_account(state)
+                    cache[account] = blob
             path = self._snapshot_path(*key, det)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
@@ -301,7 +300,7 @@ class Sensor:
     def snapshot(self) -> None:
         """Everything dirty, at once (shutdown; the server snapshots incrementally on its loop)."""
         for key, accounts in self.take_dirty().items():
-            self.write_snapshot(key, self.copy_states(key, sorted(accounts)))
+            self.write_snapshot(key, self.encode_states(key, sorted(accounts)))
 
     def restore_snapshots(self) -> int:
         n = 0

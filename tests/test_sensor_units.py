@@ -180,12 +180,8 @@ def test_fitted_artefact_naming_code_is_refused(tmp_path, digits):
 
 
 def _blob_with_object(path: str) -> bytes:
-    import io
-
     tree = json.dumps({"format": "kizashi.state/1", "state": {"$object": path, "state": ["id"]}}).encode()
-    buf = io.BytesIO()
-    np.savez(buf, __tree__=np.frombuffer(tree, dtype=np.uint8))
-    return buf.getvalue()
+    return b"KZSTATE1" + len(tree).to_bytes(8, "big") + tree
 
 
 def test_state_blob_round_trips_per_account_state(digits):
