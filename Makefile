@@ -43,7 +43,13 @@ lint: $(VENV)/.installed
 provision:
 	./scripts/provision.sh
 
-test: provision $(VENV)/.installed $(FLINK_VENV)/.installed
+# Seldon MLServer for the sensor tests and bench, in its own venv (it needs Python < 3.13 and pins its
+# own dependencies): created once, a no-op afterwards.
+.PHONY: mlserver-venv
+mlserver-venv: $(VENV)/.installed
+	./scripts/mlserver-venv.sh $(BIN)/python .venv-mlserver
+
+test: provision $(VENV)/.installed $(FLINK_VENV)/.installed mlserver-venv
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

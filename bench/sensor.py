@@ -6,7 +6,7 @@ for 10k tracked accounts. Prints JSON.
 
     .venv/bin/python bench/sensor.py [--seconds 5] [--accounts 2000] [--memory-accounts 10000]
 
-Needs the MLServer venv (``.ci/mlserver-venv.sh``). Client, sensor and MLServer share the machine's
+Needs the MLServer venv (``scripts/mlserver-venv.sh``, run by ``make test``). Client, sensor and MLServer share the machine's
 cores, so the numbers include contention between them (said in docs/sensor.md).
 """
 

@@ -65,9 +65,7 @@ class StreamOnline:
     def restore_account(self, account: str, blob: bytes) -> None:
         from kizashi.detectors.artefacts import state_from_bytes
 
-        states = self.detector._states()
-        states.get(account)  # creates the slot (and applies the LRU bound)
-        states._states[account] = state_from_bytes(blob)
+        self.detector._states().put(account, state_from_bytes(blob))
 
 
 class InputOnline:
@@ -76,8 +74,10 @@ class InputOnline:
     stateful = False
 
     def __init__(self, detector: Any, blocking: bool = False):
+        from kizashi.detectors import Need
+
         self.detector, self.blocking, self.name = detector, blocking, detector.name
-        self.needs_output = bool(getattr(detector, "requires_model", False))
+        self.needs_output = detector.needs.probabilities is Need.REQUIRED
 
     def inspect(self, X, outputs, *, account: str, source_ip: str | None, time: datetime) -> list:
         model = None
@@ -89,15 +89,23 @@ class InputOnline:
 
 
 
-def online_detector(detector: Any, *, blocking: bool = False):
-    """The sensor-side adapter for a fitted detector, chosen by its kind."""
-    from kizashi.detectors import InputDetector, StreamDetector
+#: what the sensor can give a detector: the inputs, the model server's answers, the query times
+UNAVAILABLE_IN_SENSOR = ("logits", "activations", "gradients", "labels", "adversarial_examples")
 
-    if isinstance(detector, StreamDetector):
-        return StreamOnline(detector, blocking)
-    if isinstance(detector, InputDetector):
-        return InputOnline(detector, blocking)
-    raise ValueError(f"{detector.name} inspects datasets or models before deployment; it does not run in the sensor")
+
+def online_detector(detector: Any, *, blocking: bool = False):
+    """The sensor-side adapter for a fitted detector, chosen by its declared kind; detectors whose
+    declared needs the sensor cannot meet at run time are refused with the reason."""
+    from kizashi.detectors import Need
+
+    if detector.kind not in ("stream", "input"):
+        raise ValueError(f"{detector.name} is a {detector.kind} detector: it inspects datasets or models before "
+                         "deployment (scan-data / scan-model), not traffic")
+    missing = [n for n in UNAVAILABLE_IN_SENSOR if getattr(detector.needs, n) is Need.REQUIRED]
+    if detector.kind == "input" and missing:
+        raise ValueError(f"{detector.name} needs the model's {', '.join(missing)} at run time; the sensor has only "
+                         "the model server's answers")
+    return StreamOnline(detector, blocking) if detector.kind == "stream" else InputOnline(detector, blocking)
 
 
 def build_detectors(cfg, endpoint: str | None = None) -> dict[str, list]:
@@ -147,7 +155,7 @@ def fit_detector(name: str, data: dict[str, np.ndarray], model: Any, params: dic
         if "times" in data:
             return det.fit(data["times"], data.get("accounts"))
         return det.fit_counts(data.get("counts", np.zeros(1)))
-    if isinstance(det, detectors.DataDetector):
+    if det.kind not in ("stream", "input"):
         raise ValueError(f"{name} inspects datasets or models (scan-data / scan-model); there is nothing to fit "
                          "for the sensor")
     y = data.get("y")

@@ -340,6 +340,14 @@ class AccountStates:
             self._states.move_to_end(account)
         return st
 
+    def put(self, account: str, state: Any) -> None:
+        """Set one account's state (restoring a snapshot), keeping the bound."""
+        self._states[account] = state
+        self._states.move_to_end(account)
+        if len(self._states) > self.max_accounts:
+            self._states.popitem(last=False)
+            self.evicted += 1
+
     def peek(self, account: str) -> Any | None:
         return self._states.get(account)
 
@@ -507,15 +515,21 @@ class StreamDetector(Detector):
 
     # -- save / restore -----------------------------------------------------------------------
     def get_state(self) -> bytes:
-        """The whole per-account state as bytes (pickle of plain numpy/python data)."""
-        return pickle.dumps(self._states().dump(), protocol=pickle.HIGHEST_PROTOCOL)
+        """The whole per-account state as bytes (JSON tree + raw arrays, no pickle:
+        :func:`kizashi.detectors.artefacts.state_to_bytes`), safe to load from any file."""
+        from .artefacts import state_to_bytes
+
+        return state_to_bytes(self._states().dump())
 
     def set_state(self, blob: bytes) -> None:
-        """Restore what :meth:`get_state` returned (only load state you saved yourself)."""
-        self._states().load(pickle.loads(blob))
+        """Restore what :meth:`get_state` returned."""
+        from .artefacts import state_from_bytes
+
+        self._states().load(state_from_bytes(blob))
 
     def state_bytes(self, account: str) -> int:
-        """Approximate memory of one account's state (numpy buffers + pickled rest)."""
+        """Approximate memory of one account's state (numpy buffers + pickled rest; only dumped,
+        never loaded)."""
         st = self._states().peek(account)
         if st is None:
             return 0

@@ -1,5 +1,5 @@
 """Real servers for the sensor tests and bench: Seldon MLServer (its own venv, made by
-``.ci/mlserver-venv.sh``) serving a digits model, and ``kizashi sensor`` as a subprocess."""
+``scripts/mlserver-venv.sh``) serving a digits model, and ``kizashi sensor`` as a subprocess."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def ensure_mlserver_venv() -> Path:
     """The MLServer venv (created by the provisioning script; made here if a machine lacks it)."""
     exe = MLSERVER_VENV / "bin" / "mlserver"
     if not exe.exists():
-        subprocess.run(["bash", str(ROOT / ".ci" / "mlserver-venv.sh"), sys.executable, str(MLSERVER_VENV)],
+        subprocess.run(["bash", str(ROOT / "scripts" / "mlserver-venv.sh"), sys.executable, str(MLSERVER_VENV)],
                        check=True, capture_output=True, text=True, timeout=900)
     return exe
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Create the separate virtual environment that runs a real Seldon MLServer for the sensor tests and
+# Create (when missing) the separate virtual environment that runs a real Seldon MLServer for the sensor tests and
 # bench (MLServer needs Python < 3.13 and pins its own dependencies, so it does not share kizashi's
 # venv). Idempotent: does nothing when the venv already has mlserver. scikit-learn is pinned to the
 # version of kizashi's own interpreter, so the joblib model files the tests write load unchanged.
-#   usage: .ci/mlserver-venv.sh [KIZASHI_PYTHON] [VENV_DIR]
+#   usage: scripts/mlserver-venv.sh [KIZASHI_PYTHON] [VENV_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KPY=${1:-.venv/bin/python}
