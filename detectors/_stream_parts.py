@@ -61,6 +61,10 @@ class FeatureSpace:
 # -- a bounded buffer of vectors -----------------------------------------------------------------
 
 
+#: rows a new account's buffer starts with (grown by doubling): most accounts send few queries
+INITIAL_ROWS = 4
+
+
 class VectorBuffer:
     """The last ``capacity`` vectors of one account (float32 ring, grown by doubling so small
     accounts stay small), with their squared norms for fast distance computation."""
@@ -69,7 +73,7 @@ class VectorBuffer:
 
     def __init__(self, dim: int, capacity: int):
         self.capacity, self.dim = int(capacity), int(dim)
-        self.data = np.empty((min(16, self.capacity), self.dim), dtype=np.float32)
+        self.data = np.empty((min(INITIAL_ROWS, self.capacity), self.dim), dtype=np.float32)
         self.norms = np.empty(len(self.data), dtype=np.float32)
         self.size = 0
         self.head = 0  # next write position once full
@@ -83,7 +87,7 @@ class VectorBuffer:
 
     def __setstate__(self, st):
         self.capacity, self.dim, data, norms, self.size, self.head = st
-        self.data = np.empty((max(16, len(data)) if len(data) < self.capacity else self.capacity, self.dim),
+        self.data = np.empty((max(INITIAL_ROWS, len(data)) if len(data) < self.capacity else self.capacity, self.dim),
                              dtype=np.float32)
         self.norms = np.empty(len(self.data), dtype=np.float32)
         self.data[: self.size], self.norms[: self.size] = data, norms
@@ -116,7 +120,7 @@ class VectorBuffer:
 
     def clear(self) -> None:
         self.size, self.head = 0, 0
-        self.data = np.empty((min(16, self.capacity), self.dim), dtype=np.float32)
+        self.data = np.empty((min(INITIAL_ROWS, self.capacity), self.dim), dtype=np.float32)
         self.norms = np.empty(len(self.data), dtype=np.float32)
 
 

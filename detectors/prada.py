@@ -31,7 +31,7 @@ class _Ring:
 
     def __init__(self, capacity: int):
         self.capacity = int(capacity)
-        self.values = np.empty(min(64, self.capacity))
+        self.values = np.empty(min(8, self.capacity))
         self.size = self.head = 0
         self.total = self.total_sq = 0.0
 
@@ -40,7 +40,7 @@ class _Ring:
 
     def __setstate__(self, st):
         self.capacity, vals, self.size, self.head, self.total, self.total_sq = st
-        self.values = np.empty(max(64, len(vals)) if len(vals) < self.capacity else self.capacity)
+        self.values = np.empty(max(8, len(vals)) if len(vals) < self.capacity else self.capacity)
         self.values[: self.size] = vals
 
     def append(self, v: float) -> None:

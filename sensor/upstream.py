@@ -68,7 +68,7 @@ class Upstream:
         head.append(b"\r\n")
         data = b"".join(head) + (body or b"")
         for attempt in (0, 1):
-            reused = bool(self.idle)
+            reused = attempt == 0 and bool(self.idle)  # the retry always opens a fresh connection
             conn = self.idle.pop() if reused else await self._connect()
             try:
                 async with asyncio.timeout(self.timeout):
@@ -79,12 +79,14 @@ class Upstream:
                 raise UpstreamError(504, "upstream model server timed out") from None
             except _Stale:
                 conn.close()
-                if reused and attempt == 0:
+                if reused:  # the server closed idle connections: the others in the pool are stale too
+                    self._drop_idle()
                     continue
                 raise UpstreamError(502, "upstream model server closed the connection") from None
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 conn.close()
-                if reused and attempt == 0 and isinstance(exc, ConnectionError):
+                if reused and isinstance(exc, ConnectionError):
+                    self._drop_idle()
                     continue
                 raise UpstreamError(502, f"upstream model server failed: {type(exc).__name__}") from None
             except UpstreamError:
@@ -148,10 +150,13 @@ class Upstream:
             parts_.append(chunk)
         return status, headers, b"".join(parts_), False
 
-    async def aclose(self) -> None:
+    def _drop_idle(self) -> None:
         for c in self.idle:
             c.close()
         self.idle.clear()
+
+    async def aclose(self) -> None:
+        self._drop_idle()
 
 
 class _Stale(Exception):

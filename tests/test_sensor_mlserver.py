@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -224,6 +226,12 @@ def test_hopskipjump_through_sensor_precursor_then_correlated_alert_then_403(att
     decisions = [e for e in mine if e.detector.name == "sensor_enforcement"]
     assert decisions and decisions[0].evidence["decision"] == "refuse"
     assert decisions[0].evidence["alert_id"] in {a.id for a in correlated}
+    # ... and the SOC gets it in its formats, ATLAS-tagged
+    r = subprocess.run([sys.executable, "-m", "kizashi.cli.main", "export", "cef", "--db", attack_run["db"]],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if "probing_then_evasion" in x or "Black-box probing then" in x)
+    assert mallory in line and "AML.T0043.001" in line
 
 
 def test_benign_accounts_raise_no_precursor_no_correlation_and_are_never_blocked(attack_run):
