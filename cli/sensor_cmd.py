@@ -147,17 +147,18 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
 
 
 def fit_detector(name: str, data: dict[str, np.ndarray], model: Any, params: dict[str, Any]):
-    """Fit detector ``name`` on ``data`` (X, optional y; query_rate also reads times/accounts)."""
+    """Fit detector ``name`` on ``data``: X and optional y; a detector that needs query times (its
+    declared ``needs``: query_rate) fits on ``times`` and ``accounts``, or per-window ``counts``."""
     from kizashi import detectors
 
     det = detectors.create(name, **params)
-    if name == "query_rate":
+    if det.needs.query_times is detectors.Need.REQUIRED:
         if "times" in data:
             return det.fit(data["times"], data.get("accounts"))
         return det.fit_counts(data.get("counts", np.zeros(1)))
     if det.kind not in ("stream", "input"):
-        raise ValueError(f"{name} inspects datasets or models (scan-data / scan-model); there is nothing to fit "
-                         "for the sensor")
+        raise ValueError(f"{name} is a {det.kind} detector: it inspects datasets or models (scan-data / "
+                         "scan-model); there is nothing to fit for the sensor")
     y = data.get("y")
     return det.fit(data["X"], y, model=model)
 
@@ -184,7 +185,7 @@ def detectors_fit(
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError) as exc:
         _fail(f"cannot read {data}: {exc}")
-    if "X" not in arrays and name != "query_rate":
+    if "X" not in arrays and not {"times", "counts"} & set(arrays):
         _fail(f"{data} has no array 'X'")
     try:
         params = parse_params(param or [])
