@@ -254,3 +254,42 @@ def test_event_queue_replays_spill_left_by_a_crash(tmp_path):
         time.sleep(0.05)
     q.stop()
     assert got == ["e0", "e1", "e2", "e3"] and q.counts["spill_replayed"] == 4
+
+
+# -- the upstream client ------------------------------------------------------------------------------
+
+
+def test_upstream_client_reads_chunked_and_survives_a_server_closing_idle_connections():
+    import asyncio
+
+    from kizashi.sensor.upstream import Upstream, UpstreamError
+
+    served = []
+
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        served.append(1)
+        body = b'{"ok": %d}' % len(served)
+        if len(served) % 2:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()  # like a keep-alive timeout: the pooled connection is now stale
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        up = Upstream(f"http://127.0.0.1:{port}", timeout=5, max_body=100)
+        answers = [await up.request("POST", "/v2/models/m/infer", [], b"{}") for _ in range(4)]
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(UpstreamError) as err:
+            await Upstream(f"http://127.0.0.1:{port}", timeout=5).request("GET", "/", [], None)
+        await up.aclose()
+        return answers, err.value.status
+
+    answers, status = asyncio.run(main())
+    assert [a[2] for a in answers] == [b'{"ok": 1}', b'{"ok": 2}', b'{"ok": 3}', b'{"ok": 4}']
+    assert all(a[0] == 200 for a in answers) and status == 502
