@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -173,18 +174,22 @@ class ElasticReceiver(Receiver):
 
 
 class WebhookReceiver(Receiver):
-    def __init__(self, secret: str | None = None, *, fail: int = 0):
-        self.secret, self.fail = secret, fail
+    def __init__(self, secret: str | None = None, *, fail: int = 0, replay_window: float = 300.0):
+        self.secret, self.fail, self.replay_window = secret, fail, replay_window
         self.deliveries: dict[str, dict] = {}
         super().__init__()
 
     def handle(self, path, headers, body):
         if (headers.get("Content-Type") or "").split(";")[0] != "application/json":
             return 415, {"error": "expected application/json"}, {}
-        if self.secret is not None:
-            want = "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(headers.get("X-Kizashi-Signature") or "", want):
+        if self.secret is not None:  # t=<unix seconds>,v1=HMAC-SHA256(secret, "<t>." + body), 5-minute window
+            parts = dict(p.split("=", 1) for p in (headers.get("X-Kizashi-Signature") or "").split(",") if "=" in p)
+            t = parts.get("t", "")
+            want = hmac.new(self.secret.encode(), t.encode() + b"." + body, hashlib.sha256).hexdigest()
+            if not (t.isdigit() and hmac.compare_digest(parts.get("v1", ""), want)):
                 return 401, {"error": "bad signature"}, {}
+            if abs(time.time() - int(t)) > self.replay_window:
+                return 401, {"error": "signature timestamp outside the replay window"}, {}
         if self.fail:
             self.fail -= 1
             return 502, {"error": "bad gateway"}, {}

@@ -40,3 +40,31 @@ def test_wrong_secret_is_not_retryable_and_5xx_is():
         assert len(r.deliveries) == 1
     finally:
         r.stop()
+
+
+def test_webhook_signature_covers_a_timestamp_and_replays_outside_the_window_are_refused():
+    import time
+
+    import httpx
+    from kizashi.connectors.webhook import sign, verify_signature
+
+    body = b'{"alerts": []}'
+    now = time.time()
+    header = sign("s", body, int(now))
+    assert verify_signature("s", body, header, now=now)
+    assert not verify_signature("s", body, header, now=now + 301)  # replayed after the window
+    assert not verify_signature("s", body + b" ", header, now=now)  # body changed
+    forged = header.replace(f"t={int(now)}", f"t={int(now) + 600}")  # timestamp moved: MAC no longer matches
+    assert not verify_signature("s", body, forged, now=now + 600)
+    assert not verify_signature("s", body, "sha256=" + "0" * 64, now=now)  # the old unsigned-time form
+    r = WebhookReceiver(secret="s")
+    try:
+        alerts, events = all_alerts()
+        WebhookSink(r.url, secret="s").send(alerts, events)
+        assert len(r.deliveries) == 1
+        old = sign("s", body, int(now) - 3600)  # a captured request, replayed an hour later
+        resp = httpx.post(r.url, content=body, headers={"Content-Type": "application/json", "Idempotency-Key": "k",
+                                                        "X-Kizashi-Signature": old})
+        assert resp.status_code == 401 and "replay window" in resp.json()["error"]
+    finally:
+        r.stop()
