@@ -4,7 +4,7 @@ concurrent keep-alive clients, with the default detector set (query_rate, label_
 blacklight, stateful_knn, prada, softmax_baseline); and the memory of per-account detector state
 for 10k tracked accounts. Prints JSON.
 
-    .venv/bin/python bench/sensor.py [--seconds 5] [--accounts 2000] [--memory-accounts 10000]
+    .venv/bin/python bench/sensor.py [--seconds 6] [--rounds 3] [--accounts 2000] [--memory-accounts 10000]
 
 Needs the MLServer venv (``scripts/mlserver-venv.sh``, run by ``make test``). Client, sensor and MLServer share the machine's
 cores, so the numbers include contention between them (said in docs/sensor.md).
@@ -144,7 +144,8 @@ async def _client(host: str, port: int, bodies: list[bytes], accounts: list[str]
         writer.close()
 
 
-def load(url: str, clients: int, seconds: float, bodies: list[bytes], accounts: list[str]) -> dict:
+def load(url: str, clients: int, seconds: float, bodies: list[bytes], accounts: list[str],
+         lat_out: list[float] | None = None) -> dict:
     """One load phase; each phase has its own accounts (a phase must not replay an earlier one's
     queries to the same account: Blacklight rightly flags exact repeats)."""
     global _PHASE
@@ -162,9 +163,32 @@ def load(url: str, clients: int, seconds: float, bodies: list[bytes], accounts: 
     t0 = time.perf_counter()
     asyncio.run(main())
     wall = time.perf_counter() - t0
+    if lat_out is not None:
+        lat_out.extend(lat)
+    return summary(lat, len(errors), wall)
+
+
+def summary(lat: list[float], errors: int, wall: float) -> dict:
     a = np.asarray(lat) * 1000
-    return {"requests": len(lat), "errors": len(errors), "req_per_s": round(len(lat) / wall, 1),
+    return {"requests": len(lat), "errors": errors, "req_per_s": round(len(lat) / wall, 1),
             "p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3)}
+
+
+def side_by_side(direct: str, via: str, clients: int, seconds: float, rounds: int, bodies, accounts) -> dict:
+    """Alternate direct and sensor rounds (the machine's load drifts; alternation spreads it over both)."""
+    lat: dict[str, list[float]] = {"direct": [], "sensor": []}
+    wall = {"direct": 0.0, "sensor": 0.0}
+    errors = {"direct": 0, "sensor": 0}
+    for _ in range(rounds):
+        for side, url in (("direct", direct), ("sensor", via)):
+            t0 = time.perf_counter()
+            r = load(url, clients, seconds / rounds, bodies, accounts, lat[side])
+            wall[side] += time.perf_counter() - t0
+            errors[side] += r["errors"]
+    dr, sv = (summary(lat[k], errors[k], wall[k]) for k in ("direct", "sensor"))
+    return {"clients": clients, "direct": dr, "sensor": sv, "added_p50_ms": round(sv["p50_ms"] - dr["p50_ms"], 3),
+            "added_p99_ms": round(sv["p99_ms"] - dr["p99_ms"], 3),
+            "throughput_ratio": round(sv["req_per_s"] / dr["req_per_s"], 3)}
 
 
 _PHASE = 0
@@ -202,7 +226,8 @@ def memory_per_accounts(fitted: Path, X: np.ndarray, model, n_accounts: int, que
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--seconds", type=float, default=6.0, help="per side and concurrency, split into rounds")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--accounts", type=int, default=2000)
     ap.add_argument("--memory-accounts", type=int, default=10_000)
@@ -225,12 +250,7 @@ def main() -> None:
             load(direct, 4, 1.0, bodies, accounts)  # warm both paths
             load(via, 4, 1.0, bodies, accounts)
             for c in [int(x) for x in args.clients.split(",")]:
-                dr = load(direct, c, args.seconds, bodies, accounts)
-                sv = load(via, c, args.seconds, bodies, accounts)
-                rows.append({"clients": c, "direct": dr, "sensor": sv,
-                             "added_p50_ms": round(sv["p50_ms"] - dr["p50_ms"], 3),
-                             "added_p99_ms": round(sv["p99_ms"] - dr["p99_ms"], 3),
-                             "throughput_ratio": round(sv["req_per_s"] / dr["req_per_s"], 3)})
+                rows.append(side_by_side(direct, via, c, args.seconds, args.rounds, bodies, accounts))
             with urllib.request.urlopen(via + "/kizashi/status") as r:
                 status = json.loads(r.read())
         finally:
@@ -246,6 +266,7 @@ def main() -> None:
         mem = memory_per_accounts(d / "fitted", X_te, model, args.memory_accounts, args.memory_queries)
     print(json.dumps({"bench": "sensor", "model_server": "mlserver 1.7.1 (mlserver-sklearn, LogisticRegression "
                       "on 8x8 digits)", "detectors": list(DEFAULT_SET), "seconds_per_point": args.seconds,
+                      "rounds": args.rounds, "load_average": os.getloadavg(),
                       "cores": os.cpu_count(), "load": rows, "sensor_counts": status["counts"],
                       "events_by_detector": dict(by_detector),
                       "memory": mem}, indent=1))
