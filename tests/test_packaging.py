@@ -18,6 +18,7 @@ def test_wheel_contains_namespace_and_data_and_cli_runs(tmp_path):
     assert "kizashi/mappings/methods.yaml" in names and "kizashi/mappings/atlas.json" in names
     assert "kizashi/cli/main.py" in names and "kizashi/engine/events.py" in names
     assert "kizashi/scenarios/demo_day.py" in names and "kizashi/scenarios/receivers.py" in names
+    assert "kizashi/sensor/app.py" in names and "kizashi/detectors/artefacts.py" in names
     assert not any(n.startswith(("engine/", "detectors/", "cli/")) for n in names), "generic top-level names"
     assert any(n.startswith("kizashi-") and n.endswith("entry_points.txt") for n in names)
     site = tmp_path / "site"
