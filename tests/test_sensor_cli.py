@@ -20,6 +20,15 @@ def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run(KIZASHI + list(args), capture_output=True, text=True, timeout=timeout)
 
 
+def run_in_process(*args: str):
+    """The same command in this process (the misuse cases: no interpreter start per case)."""
+    from kizashi.cli.main import app
+    from typer.testing import CliRunner
+
+    r = CliRunner().invoke(app, list(args))
+    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
+
+
 @pytest.fixture(scope="module")
 def train_npz(tmp_path_factory):
     from sklearn.datasets import load_digits
@@ -59,7 +68,7 @@ def test_detectors_fit_writes_a_safe_artefact_the_sensor_loads(tmp_path, train_n
 ])
 def test_detectors_fit_misuse_is_one_error_line(args, message, train_npz, tmp_path):
     args = [str(train_npz) if a == "TRAIN" else str(tmp_path / a) if a in ("o",) else a for a in args]
-    r = run(*args)
+    r = run_in_process(*args)
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("error:") and message in r.stderr and "Traceback" not in r.stderr
 
@@ -76,8 +85,8 @@ def test_detectors_fit_misuse_is_one_error_line(args, message, train_npz, tmp_pa
 def test_sensor_misuse_is_one_error_line(config, message, tmp_path):
     cfg = tmp_path / "sensor.yaml"
     cfg.write_text(config)
-    r = run("sensor", "--upstream", "http://127.0.0.1:9", "--config", str(cfg), "--port", str(free_port()),
-            "--db", f"sqlite:///{tmp_path / 'k.db'}")
+    r = run_in_process("sensor", "--upstream", "http://127.0.0.1:9", "--config", str(cfg), "--port",
+                       str(free_port()), "--db", f"sqlite:///{tmp_path / 'k.db'}")
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("error:") and message in r.stderr and "Traceback" not in r.stderr
 
@@ -85,7 +94,7 @@ def test_sensor_misuse_is_one_error_line(config, message, tmp_path):
 def test_sensor_rejects_a_bad_upstream_and_port(tmp_path):
     cfg = tmp_path / "sensor.yaml"
     cfg.write_text("models: {digits: {}}\n")
-    r = run("sensor", "--upstream", "ftp://x", "--config", str(cfg))
+    r = run_in_process("sensor", "--upstream", "ftp://x", "--config", str(cfg))
     assert r.returncode == 2 and "--upstream" in r.stderr
-    r = run("sensor", "--upstream", "http://127.0.0.1:9", "--config", str(cfg), "--port", "70000")
+    r = run_in_process("sensor", "--upstream", "http://127.0.0.1:9", "--config", str(cfg), "--port", "70000")
     assert r.returncode == 2 and "--port" in r.stderr

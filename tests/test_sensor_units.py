@@ -92,7 +92,7 @@ def _decode_or_400(body: bytes) -> None:
         assert np.all(np.isfinite(t.rows()))
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.one_of(hostile_tensor(), plausible_tensor()), st.booleans(), json_values)
 def test_tensor_decoder_fuzz_each_input_decoded_or_400_never_a_crash(tensor, wrap, extra):
     body = {"inputs": [tensor]} if wrap else {"inputs": tensor, "outputs": extra}
