@@ -174,18 +174,32 @@ def summary(lat: list[float], errors: int, wall: float) -> dict:
             "p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3)}
 
 
-def side_by_side(direct: str, via: str, clients: int, seconds: float, rounds: int, bodies, accounts) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def side_by_side(direct: str, via: str, clients: int, seconds: float, rounds: int, bodies, accounts,
+                 pids: dict[str, int] | None = None) -> dict:
     """Alternate direct and sensor rounds (the machine's load drifts; alternation spreads it over both)."""
     lat: dict[str, list[float]] = {"direct": [], "sensor": []}
     wall = {"direct": 0.0, "sensor": 0.0}
     errors = {"direct": 0, "sensor": 0}
+    cpu = {"sensor": 0.0, "mlserver": 0.0}
     for _ in range(rounds):
         for side, url in (("direct", direct), ("sensor", via)):
+            before = {k: cpu_seconds(p) for k, p in (pids or {}).items()} if side == "sensor" else {}
             t0 = time.perf_counter()
             r = load(url, clients, seconds / rounds, bodies, accounts, lat[side])
             wall[side] += time.perf_counter() - t0
             errors[side] += r["errors"]
+            for k, v in before.items():
+                cpu[k] += cpu_seconds(pids[k]) - v
     dr, sv = (summary(lat[k], errors[k], wall[k]) for k in ("direct", "sensor"))
+    n = max(1, sv["requests"])
+    # CPU per request through the sensor: the sensor process vs the model server (load-independent-ish)
+    sv["cpu_ms_per_request"] = {k: round(v * 1000 / n, 3) for k, v in cpu.items()} if pids else None
     return {"clients": clients, "direct": dr, "sensor": sv, "added_p50_ms": round(sv["p50_ms"] - dr["p50_ms"], 3),
             "added_p99_ms": round(sv["p99_ms"] - dr["p99_ms"], 3),
             "throughput_ratio": round(sv["req_per_s"] / dr["req_per_s"], 3)}
@@ -250,7 +264,8 @@ def main() -> None:
             load(direct, 4, 1.0, bodies, accounts)  # warm both paths
             load(via, 4, 1.0, bodies, accounts)
             for c in [int(x) for x in args.clients.split(",")]:
-                rows.append(side_by_side(direct, via, c, args.seconds, args.rounds, bodies, accounts))
+                rows.append(side_by_side(direct, via, c, args.seconds, args.rounds, bodies, accounts,
+                                         {"sensor": sensor.pid, "mlserver": ml.pid}))
             with urllib.request.urlopen(via + "/kizashi/status") as r:
                 status = json.loads(r.read())
         finally:
