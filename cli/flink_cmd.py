@@ -42,7 +42,7 @@ def run(
     restore: Annotated[Path | None, typer.Option(help="resume from this checkpoint (a chk-N folder)")] = None,
     max_rate: Annotated[float | None, typer.Option(help="replay the events at most this many per second")] = None,
     queries: Annotated[Path | None, typer.Option(help="raw query records (JSON lines) for --detector")] = None,
-    detector: Annotated[Path | None, typer.Option(help="a fitted query-stream detector you pickled yourself")] = None,
+    detector: Annotated[Path | None, typer.Option(help="a fitted query-stream detector: the folder `kizashi detectors fit` wrote")] = None,
 ) -> None:
     """Evaluate rules over events in a Flink job; print one JSON line per result (sorted by time)."""
     if mode != "stream":
@@ -62,9 +62,11 @@ def run(
         if str(events) == "-":
             events = work / "stdin.jsonl"
             events.write_bytes(sys.stdin.buffer.read())
-        for path in [events, *([queries, detector] if queries else [])]:
+        for path in [events, *([queries] if queries else [])]:
             if not path.is_file():
                 _fail(f"{path}: no such file")
+        if detector is not None and not (detector / "detector.json").is_file():
+            _fail(f"{detector}: not a fitted detector folder (write one with `kizashi detectors fit`)")
         target = out or work / "out"
         args = ["--events", str(events), "--out", str(target), "--id-field", id_field, "--time-field", time_field,
                 "--lateness", str(lateness), "--parallelism", str(parallelism)]

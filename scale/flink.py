@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -240,13 +239,15 @@ class Correlate(KeyedBroadcastProcessFunction, _WithPlan):
 class DetectQueries(KeyedProcessFunction):
     """A fitted query-stream detector per account; the account's detector state in keyed state."""
 
-    def __init__(self, detector_blob: bytes, id_field: str, time_field: str):
-        self.detector_blob, self.id_field, self.time_field = detector_blob, id_field, time_field
+    def __init__(self, detector_dir: str, id_field: str, time_field: str):
+        self.detector_dir, self.id_field, self.time_field = detector_dir, id_field, time_field
 
     def open(self, runtime_context):
+        from kizashi.detectors.artefacts import load_fitted
+
         from .keyed_detectors import KeyedQueryDetector
 
-        self.keyed = KeyedQueryDetector(pickle.loads(self.detector_blob), id_field=self.id_field,
+        self.keyed = KeyedQueryDetector(load_fitted(self.detector_dir), id_field=self.id_field,
                                         time_field=self.time_field)
         self.state = runtime_context.get_state(ValueStateDescriptor("detector", Types.PICKLED_BYTE_ARRAY()))
 
@@ -290,7 +291,7 @@ class ParseQueries(ProcessFunction):
 
 def build(env: StreamExecutionEnvironment, *, rules_yaml: str, events: list[str], out: str,
           id_field: str = "id", time_field: str = "time", lateness: float = 0.0,
-          queries: str | None = None, detector_blob: bytes | None = None, max_rate: float | None = None) -> None:
+          queries: str | None = None, detector_dir: str | None = None, max_rate: float | None = None) -> None:
     """Add the kizashi pipeline to ``env``: file sources in, result and quarantine files out."""
     plan = KeyedRulePlan(rules_yaml, id_field=id_field, time_field=time_field)  # fail fast, and the depth
     parallelism = env.get_parallelism()
@@ -310,7 +311,7 @@ def build(env: StreamExecutionEnvironment, *, rules_yaml: str, events: list[str]
             .uid("queries").process(ParseQueries(), output_type=pickled).set_parallelism(1).uid("parse-queries")
         quarantined.append(qparsed.get_side_output(QUARANTINE))
         detected = qparsed.key_by(lambda v: str(v[2]["account"]), key_type=Types.STRING()) \
-            .process(DetectQueries(detector_blob, id_field, time_field), output_type=pickled).uid("query-detector")
+            .process(DetectQueries(detector_dir, id_field, time_field), output_type=pickled).uid("query-detector")
         parsed = parsed.union(detected.set_parallelism(parallelism))
         quarantined.append(detected.get_side_output(QUARANTINE))
         _sink([detected.get_side_output(DETECTIONS)], os.path.join(out, "detections"), "detections")
@@ -387,18 +388,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--restore", help="checkpoint (chk-N folder) to resume from")
     ap.add_argument("--max-rate", type=float, help="replay the events at most this many per second")
     ap.add_argument("--queries", help="JSON lines of query records for --detector")
-    ap.add_argument("--detector", help="a fitted query-stream detector, pickled (your own file only)")
+    ap.add_argument("--detector", help="a fitted query-stream detector: the folder `kizashi detectors fit` wrote")
     args = ap.parse_args(argv)
     if (args.queries is None) != (args.detector is None):
         ap.error("--queries and --detector go together")
     env = environment(parallelism=args.parallelism, checkpoint_dir=args.checkpoint_dir,
                       checkpoint_interval=args.checkpoint_interval, restore=args.restore,
                       bundle_size=max(1, int(args.max_rate / 10)) if args.max_rate else None)
-    blob = Path(args.detector).read_bytes() if args.detector else None
     build(env, rules_yaml=rules_text(args.rules), events=[str(Path(e).resolve()) for e in args.events],
           out=str(Path(args.out).resolve()), id_field=args.id_field, time_field=args.time_field,
           lateness=args.lateness, queries=str(Path(args.queries).resolve()) if args.queries else None,
-          detector_blob=blob, max_rate=args.max_rate)
+          detector_dir=str(Path(args.detector).resolve()) if args.detector else None, max_rate=args.max_rate)
     env.execute("kizashi")
     return 0
 

@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "connectors": {"engine", "mappings"},
     "scenarios": {"engine", "mappings"},
     "sensor": {"engine", "mappings"},
-    "scale": {"engine", "mappings", "rules"},
+    "scale": {"engine", "mappings", "rules", "detectors"},  # runs fitted query-stream detectors in keyed state
     "cli": {"engine", "mappings", "rules", "detectors", "connectors", "scenarios", "sensor", "scale"},
 }
 OPTIONAL = {"sensor", "scale"}  # rooms that a deployment may leave out of a slim build

@@ -10,7 +10,6 @@ environment (.venv-flink) are provisioned by .ci/run: missing ones fail, never s
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import signal
 import subprocess
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 from _flink_corpus import write_corpus
 from kizashi.cli.main import app
+from kizashi.detectors.artefacts import load_fitted, save_fitted
 from kizashi.scale.launch import FlinkNotInstalled, flink_python, job_command, job_environment, read_lines
 from typer.testing import CliRunner
 
@@ -172,12 +172,11 @@ def test_query_stream_detector_state_lives_in_keyed_state(pyflink, corpus, tmp_p
     qfile = tmp_path / "queries.jsonl"
     wrong_size = dict(queries[0], id="q-bad", x=[0.5, 0.5])  # passes the boundary check, not the detector
     qfile.write_text("".join(json.dumps(q) + "\n" for q in queries) + "not json\n" + json.dumps(wrong_size) + "\n")
-    dfile = tmp_path / "detector.pkl"
-    dfile.write_bytes(pickle.dumps(det))
+    dfile = save_fitted(det, tmp_path / "detector")
     empty = tmp_path / "events.jsonl"  # no valid event: three bad records, each quarantined with a reason
     empty.write_text('not json\n[1, 2]\n\n{"id": "x", "time": "2026-01-01T00:00:00Z", "detector.name": "n"')
 
-    one = KeyedQueryDetector(pickle.loads(dfile.read_bytes()))  # one process: the same code, one dict of states
+    one = KeyedQueryDetector(load_fitted(dfile))  # one process: the same code, one dict of states
     states: dict = {}
     expected = []
     for q in queries:
