@@ -1,14 +1,16 @@
 """Model adapters: any object with ``predict_proba(X)`` is a model; these add ``features`` (hidden
-activations), ``logits`` and input gradients (``loss_gradient``, ``class_gradient``) for
-scikit-learn estimators, so detectors need no framework. Detectors ask the adapter for these
-outputs (the names in :data:`OUTPUTS`, as in a detector's ``needs``); an adapter declares what it
-can give in ``provides``, read by :func:`provides`.
+activations), ``logits`` and input gradients (``loss_gradient``, ``class_gradient``), so detectors
+need no framework. Detectors ask the adapter for these outputs (the names in :data:`OUTPUTS`, as
+in a detector's ``needs``); an adapter declares what it can give in ``provides``, read by
+:func:`provides`.
 
-A PyTorch or TensorFlow model fits behind a three-line adapter::
+* :class:`SklearnModel`: fitted scikit-learn classifiers (numpy gradients for MLPs/linear models).
+* :class:`TorchModel`: a PyTorch ``nn.Module`` (autograd gradients, hooked hidden layer).
+* :class:`OnnxModel`: an ONNX file or bytes through onnxruntime (no gradients: black-box only).
+* :class:`ArtModel`: any adversarial-robustness-toolbox classifier a user already has.
 
-    class TorchModel:
-        def __init__(self, net): self.net = net
-        def predict_proba(self, X): return torch.softmax(self.net(torch.as_tensor(X)), 1).detach().numpy()
+Detectors always pass flat 2-D arrays (one row per input); adapters of image models reshape
+rows to the model's ``input_shape``.
 """
 
 from __future__ import annotations
@@ -201,13 +203,319 @@ class SklearnModel:
         return self.classes_[idx] if self.classes_ is not None else idx
 
 
+def _is_torch_module(obj: Any) -> bool:
+    return any(c.__module__.startswith("torch.nn") and c.__name__ == "Module" for c in type(obj).__mro__)
+
+
+def _labels_of(y: Any, n: int) -> np.ndarray:
+    """Class indices from labels, one-hot rows or one label for all ``n`` rows."""
+    y = np.asarray(y)
+    if y.ndim == 2:
+        return y.argmax(axis=1).astype(int)
+    return np.broadcast_to(y.astype(int), (n,)).copy()
+
+
+class _ImageAdapter:
+    """Shared parts of the adapters of framework models: reshaping flat rows to ``input_shape``,
+    ``predict`` and ``n_classes`` from the output width."""
+
+    input_shape: tuple[int, ...] | None
+    classes_: np.ndarray | None = None
+
+    def _shaped(self, X: Any) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if self.input_shape is None:
+            return X
+        return X.reshape((len(X), *self.input_shape))
+
+    def predict(self, X: Any) -> np.ndarray:
+        idx = self.predict_proba(X).argmax(axis=1)
+        return self.classes_[idx] if self.classes_ is not None else idx
+
+    @property
+    def n_classes(self) -> int:
+        if self.classes_ is None:
+            raise AttributeError(f"{type(self).__name__} learns n_classes from its first prediction")
+        return len(self.classes_)
+
+    def predict_proba(self, X: Any) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class TorchModel(_ImageAdapter):
+    """Adapter for a PyTorch classifier ``module`` whose output is logits (no final softmax).
+
+    ``input_shape`` (e.g. ``(1, 28, 28)``): the shape of one input, flat rows are reshaped to it.
+    ``layer``: name (as in ``module.named_modules()``) of the layer whose output ``features`` returns;
+    default the input of the last ``nn.Linear`` (the penultimate representation). Gradients come
+    from autograd; evaluation runs in ``eval()`` mode, CPU, ``batch_size`` rows at a time, float32.
+    """
+
+    provides = frozenset({"probabilities", "logits", "activations", "gradients"})
+
+    def __init__(self, module: Any, *, input_shape: tuple[int, ...] | None = None, layer: str | None = None,
+                 batch_size: int = 512, n_classes: int | None = None):
+        if not _is_torch_module(module):
+            raise TypeError(f"TorchModel needs a torch.nn.Module; got {type(module).__name__}")
+        self.module = module.eval()
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.layer = layer
+        self.batch_size = int(batch_size)
+        if n_classes is not None:
+            self.classes_ = np.arange(int(n_classes))
+        names = dict(module.named_modules())
+        if layer is not None and layer not in names:
+            raise ValueError(f"module has no layer {layer!r}; layers: {[n for n in names if n][:20]}")
+
+    def _batches(self, X: Any):
+        import torch
+
+        X = self._shaped(X)
+        for i in range(0, len(X), self.batch_size):
+            yield torch.from_numpy(np.ascontiguousarray(X[i:i + self.batch_size]))
+
+    def logits(self, X: Any) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            out = np.concatenate([self.module(b).double().numpy() for b in self._batches(X)])
+        if self.classes_ is None:
+            self.classes_ = np.arange(out.shape[1])
+        return out
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return _softmax(self.logits(X))
+
+    def _feature_layer(self) -> tuple[Any, bool]:
+        """(module to hook, whether to take its input rather than its output)."""
+        import torch
+
+        if self.layer is not None:
+            return dict(self.module.named_modules())[self.layer], False
+        linears = [m for m in self.module.modules() if isinstance(m, torch.nn.Linear)]
+        if not linears:
+            raise TypeError("the module has no nn.Linear layer: name the feature layer with layer=...")
+        return linears[-1], True
+
+    def features(self, X: Any) -> np.ndarray:
+        """Activations of ``layer`` (default: the input of the last linear layer), flattened per row."""
+        import torch
+
+        target, take_input = self._feature_layer()
+        got: list[np.ndarray] = []
+
+        def hook(_m, inp, out):
+            t = inp[0] if take_input else out
+            got.append(t.detach().double().reshape(len(t), -1).numpy())
+
+        handle = target.register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                for b in self._batches(X):
+                    self.module(b)
+        finally:
+            handle.remove()
+        return np.concatenate(got)
+
+    def _input_gradient(self, X: Any, objective: Any) -> np.ndarray:
+        """Gradient w.r.t. each input row of the scalar ``objective(logits, first_row)`` (autograd), flat."""
+        import torch
+
+        out, start = [], 0
+        for b in self._batches(X):
+            b = b.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(objective(self.module(b), start), b)
+            out.append(g.double().reshape(len(b), -1).numpy())
+            start += len(b)
+        return np.concatenate(out)
+
+    def loss_gradient(self, X: Any, y: Any) -> np.ndarray:
+        """Gradient of the summed cross-entropy against labels ``y`` (indices or one-hot) w.r.t. ``X``."""
+        import torch
+
+        labels = torch.from_numpy(_labels_of(y, len(X)))
+
+        def loss(z, start):
+            return torch.nn.functional.cross_entropy(z, labels[start:start + len(z)], reduction="sum")
+
+        return self._input_gradient(X, loss)
+
+    def class_gradient(self, X: Any, label: Any) -> np.ndarray:
+        """Gradient of ``log softmax(logits)[label]`` w.r.t. ``X`` (one label per row, or one for all)."""
+        import torch
+
+        labels = torch.from_numpy(_labels_of(label, len(X)))
+
+        def logp(z, start):
+            lab = labels[start:start + len(z)]
+            return torch.log_softmax(z, dim=1)[torch.arange(len(z)), lab].sum()
+
+        return self._input_gradient(X, logp)
+
+
+class OnnxModel(_ImageAdapter):
+    """Adapter for an ONNX classifier (a path or the model's bytes) run by onnxruntime on CPU.
+
+    ``output``: the graph output holding the class scores (default the first); ``output_is``:
+    ``"logits"`` (default) or ``"probabilities"``. ``features_output``: the name of any tensor of
+    the graph (an output or an intermediate one, exposed by adding it to the graph's outputs) whose
+    value ``features`` returns. No input gradients: detectors that need them refuse an OnnxModel
+    (``provides``), and those that can fall back use their documented black-box estimate.
+    """
+
+    def __init__(self, path_or_bytes: Any, *, input_shape: tuple[int, ...] | None = None, output: str | None = None,
+                 output_is: str = "logits", features_output: str | None = None, batch_size: int = 512):
+        import onnx
+        import onnxruntime as ort
+
+        if output_is not in ("logits", "probabilities"):
+            raise ValueError(f"output_is must be 'logits' or 'probabilities', got {output_is!r}")
+        raw = path_or_bytes if isinstance(path_or_bytes, bytes | bytearray) else open(path_or_bytes, "rb").read()
+        graph = onnx.load_from_string(bytes(raw))
+        outputs = [o.name for o in graph.graph.output]
+        self.output = output or outputs[0]
+        if self.output not in outputs:
+            raise ValueError(f"the ONNX graph has no output {self.output!r}; outputs: {outputs}")
+        self.features_output = features_output
+        if features_output is not None and features_output not in outputs:
+            inferred = onnx.shape_inference.infer_shapes(graph)
+            info = [v for v in inferred.graph.value_info if v.name == features_output]
+            if not info:
+                raise ValueError(f"the ONNX graph has no tensor {features_output!r}")
+            graph.graph.output.append(info[0])
+            raw = graph.SerializeToString()
+        self.output_is = output_is
+        self.batch_size = int(batch_size)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(bytes(raw), opts, providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        dims = inp.shape[1:]
+        if input_shape is None and all(isinstance(d, int) for d in dims):
+            input_shape = tuple(dims)
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        out = {"probabilities"} | ({"logits"} if output_is == "logits" else set())
+        self.provides = frozenset(out | ({"activations"} if features_output else set()))
+
+    def _run(self, X: Any, name: str) -> np.ndarray:
+        X = self._shaped(X)
+        parts = [self.session.run([name], {self.input_name: X[i:i + self.batch_size]})[0]
+                 for i in range(0, len(X), self.batch_size)]
+        out = np.concatenate(parts).astype(np.float64)
+        return out.reshape(len(out), -1)
+
+    def _scores(self, X: Any) -> np.ndarray:
+        out = self._run(X, self.output)
+        if self.classes_ is None:
+            self.classes_ = np.arange(out.shape[1])
+        return out
+
+    def logits(self, X: Any) -> np.ndarray:
+        if self.output_is != "logits":
+            raise TypeError("this ONNX model outputs probabilities, not logits")
+        return self._scores(X)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        s = self._scores(X)
+        return _softmax(s) if self.output_is == "logits" else s
+
+    def features(self, X: Any) -> np.ndarray:
+        if self.features_output is None:
+            raise TypeError("name the hidden tensor with OnnxModel(..., features_output=...)")
+        return self._run(X, self.features_output)
+
+
+class ArtModel(_ImageAdapter):
+    """Adapter for an adversarial-robustness-toolbox classifier (``PyTorchClassifier``,
+    ``ScikitlearnClassifier``, ...), for users who already wrap their model for ART.
+
+    ``predict_gives``: what ``classifier.predict`` returns, ``"probabilities"`` or ``"logits"``
+    (default: probabilities for ART's scikit-learn wrappers, logits for the others, which return
+    the framework model's raw output). Gradients when the classifier has ART's gradient mixins
+    (ART's ``loss_gradient``; ``class_gradient`` of log-softmax from ART's logit gradients);
+    ``features`` from ``get_activations(layer)`` when ``layer`` is given.
+    """
+
+    def __init__(self, classifier: Any, *, predict_gives: str | None = None, layer: int | str | None = None,
+                 batch_size: int = 512):
+        from art.estimators.classification.classifier import ClassGradientsMixin
+        from art.estimators.estimator import LossGradientsMixin
+
+        self.classifier = classifier
+        if predict_gives is None:
+            predict_gives = "probabilities" if "scikitlearn" in type(classifier).__module__ else "logits"
+        if predict_gives not in ("probabilities", "logits"):
+            raise ValueError(f"predict_gives must be 'probabilities' or 'logits', got {predict_gives!r}")
+        self.predict_gives = predict_gives
+        self.layer = layer
+        self.batch_size = int(batch_size)
+        shape = getattr(classifier, "input_shape", None)
+        self.input_shape = tuple(shape) if shape else None
+        nb = getattr(classifier, "nb_classes", None)
+        self.classes_ = np.arange(int(nb)) if nb else None
+        out = {"probabilities"}
+        if predict_gives == "logits":
+            out.add("logits")
+        self._loss_grad = isinstance(classifier, LossGradientsMixin)
+        self._class_grad = isinstance(classifier, ClassGradientsMixin) and predict_gives == "logits"
+        if self._loss_grad and self._class_grad:
+            out.add("gradients")
+        if layer is not None and hasattr(classifier, "get_activations"):
+            out.add("activations")
+        self.provides = frozenset(out)
+
+    def _out(self, X: Any) -> np.ndarray:
+        return np.asarray(self.classifier.predict(self._shaped(X), batch_size=self.batch_size), dtype=np.float64)
+
+    def logits(self, X: Any) -> np.ndarray:
+        if self.predict_gives != "logits":
+            raise TypeError("this ART classifier predicts probabilities, not logits")
+        return self._out(X)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        out = self._out(X)
+        return _softmax(out) if self.predict_gives == "logits" else out
+
+    def features(self, X: Any) -> np.ndarray:
+        if "activations" not in self.provides:
+            raise TypeError("name the layer with ArtModel(classifier, layer=...)")
+        a = self.classifier.get_activations(self._shaped(X), self.layer, batch_size=self.batch_size)
+        return np.asarray(a, dtype=np.float64).reshape(len(X), -1)
+
+    def loss_gradient(self, X: Any, y: Any) -> np.ndarray:
+        """ART's loss gradient, as the classifier's loss defines it (a mean-reduced PyTorch loss
+        divides each row's gradient by the batch size)."""
+        if not self._loss_grad:
+            raise TypeError(f"{type(self.classifier).__name__} has no loss gradient")
+        onehot = np.eye(self.n_classes)[_labels_of(y, len(X))]
+        g = self.classifier.loss_gradient(self._shaped(X), onehot)
+        return np.asarray(g, dtype=np.float64).reshape(len(X), -1)
+
+    def class_gradient(self, X: Any, label: Any) -> np.ndarray:
+        """Gradient of ``log softmax(logits)[label]``: ART's logit gradients minus their
+        probability-weighted mean (the chain rule of log-softmax)."""
+        if not self._class_grad:
+            raise TypeError(f"{type(self.classifier).__name__} gives no logit gradients")
+        labels = _labels_of(label, len(X))
+        Xs = self._shaped(X)
+        G = np.asarray(self.classifier.class_gradient(Xs), dtype=np.float64).reshape(len(X), self.n_classes, -1)
+        p = self.predict_proba(X)
+        return G[np.arange(len(X)), labels] - np.einsum("nk,nkd->nd", p, G)
+
+
 def as_model(model: Any) -> Any:
-    """Wrap scikit-learn estimators in :class:`SklearnModel`; pass other models through unchanged."""
-    if model is None or isinstance(model, SklearnModel):
+    """Wrap scikit-learn estimators in :class:`SklearnModel` and ART classifiers in :class:`ArtModel`;
+    pass adapters and other models with ``predict_proba`` through unchanged."""
+    if model is None or isinstance(model, SklearnModel | TorchModel | OnnxModel | ArtModel):
         return model
     mod = type(model).__module__
     if mod.startswith("sklearn.") or hasattr(model, "coefs_"):
         return SklearnModel(model)
+    if mod.startswith("art."):
+        return ArtModel(model)
+    if _is_torch_module(model):
+        raise TypeError("wrap a PyTorch module as TorchModel(module, input_shape=...) so rows can be reshaped")
     if not hasattr(model, "predict_proba"):
         raise TypeError(f"a model needs predict_proba(X); {type(model).__name__} has none")
     return model
