@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .models import as_model
+from .models import as_model, provides
 
 # -- feature spaces ------------------------------------------------------------------------------
 
@@ -35,7 +35,7 @@ class FeatureSpace:
             self.dim_ = n
         elif self.kind == "features":
             m = as_model(model)
-            if m is None or not hasattr(m, "features"):
+            if m is None or not provides(m, "activations"):
                 raise ValueError("features='features' needs fit(..., model=...) with a features(X) method")
             self.model_ = m
             self.dim_ = int(np.asarray(m.features(X[:1])).reshape(1, -1).shape[1])

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .base import DatasetDetector, Need, Needs, Report, register
-from .models import as_model
+from .models import as_model, provides
 
 
 @register("activation_clustering")
@@ -39,7 +39,7 @@ class ActivationClustering(DatasetDetector):
         from sklearn.metrics import silhouette_score
 
         m = as_model(model)
-        if m is None or not hasattr(m, "features"):
+        if m is None or not provides(m, "activations"):
             raise ValueError("activation_clustering needs a model with hidden activations (features)")
         R = np.asarray(m.features(X), dtype=np.float64)
         scores = np.zeros(len(X))

@@ -15,6 +15,7 @@ rows to the model's ``input_shape``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -575,16 +576,14 @@ def late_layer(model: Any, X: np.ndarray) -> np.ndarray:
     log-probabilities: the "late-layer activations" detectors such as SafetyNet and KD read."""
     if isinstance(model, SklearnModel):
         return model.features(X) if model._is_mlp() else model.logits(X)
-    if hasattr(model, "features"):
+    if provides(model, "activations"):
         return np.asarray(model.features(X), dtype=np.float64).reshape(len(X), -1)
-    if hasattr(model, "logits"):
-        return np.asarray(model.logits(X), dtype=np.float64)
-    return np.log(np.clip(probabilities(model, X), 1e-12, 1.0))
+    return model_logits(model, X)
 
 
 def model_logits(model: Any, X: np.ndarray) -> np.ndarray:
     """``model.logits(X)`` when available, else log-probabilities (logits up to a constant per row)."""
-    if hasattr(model, "logits"):
+    if provides(model, "logits"):
         return np.asarray(model.logits(X), dtype=np.float64)
     return np.log(np.clip(probabilities(model, X), 1e-12, 1.0))
 
@@ -635,3 +634,106 @@ def positive_score(classifier: Any, Z: np.ndarray) -> np.ndarray:
         except AttributeError:
             pass
     return np.asarray(classifier.predict_proba(Z), dtype=np.float64)[:, 1]
+
+
+# -- adversarial examples a supervised detector crafts for itself ---------------------------------------
+
+#: the attacks :func:`craft_adversarial` runs, documented where detectors cite them
+CRAFTING = {
+    "white-box": "ART ProjectedGradientDescent, L-inf, eps=craft_eps, step eps/4, 10 iterations, no random start",
+    "black-box": "ART HopSkipJump, untargeted L2, max_iter=5, max_eval=100, init_eval=10, seeded start",
+}
+
+
+def _art_estimator(model: Any, n_features: int, n_classes: int, clip: tuple[float, float]) -> Any:
+    """An ART classifier over flat rows for any adapter: the user's own for :class:`ArtModel`, one
+    with the adapter's input gradients when it provides them, a black-box one otherwise."""
+    from art.estimators.classification import BlackBoxClassifier
+    from art.estimators.classification.classifier import ClassGradientsMixin
+    from art.estimators.estimator import LossGradientsMixin
+
+    if not provides(model, "gradients"):
+        return BlackBoxClassifier(lambda x: probabilities(model, x.reshape(len(x), -1)), (n_features,), n_classes,
+                                  clip_values=clip)
+
+    class _AdapterWithGradients(ClassGradientsMixin, LossGradientsMixin, BlackBoxClassifier):
+        def loss_gradient(self, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> np.ndarray:
+            return np.asarray(model.loss_gradient(x.reshape(len(x), -1), y), dtype=np.float64).reshape(x.shape)
+
+        def class_gradient(self, x: np.ndarray, label: Any = None, **kwargs: Any) -> np.ndarray:
+            x2 = x.reshape(len(x), -1)
+            g = [model.class_gradient(x2, k) for k in (range(n_classes) if label is None else [label])]
+            return np.stack(g, axis=1).reshape((len(x), len(g), *x.shape[1:]))
+
+    return _AdapterWithGradients(lambda x: probabilities(model, x.reshape(len(x), -1)), (n_features,), n_classes,
+                                 clip_values=clip)
+
+
+def craft_adversarial(model: Any, X: np.ndarray, y: np.ndarray | None = None, *, eps: float = 0.15,
+                      max_samples: int = 200, random_state: int = 0) -> tuple[np.ndarray, str]:
+    """Adversarial examples against ``model`` for a detector given clean data only:
+    ``(examples, attack)`` with ``attack`` a key of :data:`CRAFTING`.
+
+    Up to ``max_samples`` rows of ``X`` (a seeded draw) are attacked with ART: white-box PGD when
+    the adapter provides input gradients, else black-box HopSkipJump (ART draws its start from
+    numpy's global generator: it is seeded with ``random_state`` and restored). Targets are ``y``
+    when given, else the model's own predictions; pixels are clipped to ``[min(0, X.min()),
+    max(1, X.max())]``. The examples that change the model's prediction are returned, or all of
+    them when fewer than a tenth do (a robust model still yields perturbed inputs to learn from).
+    """
+    from .base import check_positive_int
+
+    model = as_model(model)
+    rng = np.random.default_rng(random_state)
+    n = min(len(X), check_positive_int("max_samples", max_samples))
+    rows = np.sort(rng.choice(len(X), size=n, replace=False))
+    Xs = np.asarray(X, dtype=np.float32)[rows]
+    p = probabilities(model, Xs)
+    target = p.argmax(axis=1)
+    if y is not None:
+        classes, labels = getattr(model, "classes_", None), np.asarray(y)[rows]
+        target = np.searchsorted(classes, labels) if classes is not None else labels.astype(int)
+    clip = (float(min(0.0, X.min())), float(max(1.0, X.max())))
+    onehot = np.eye(p.shape[1], dtype=np.float32)[target]
+    for name in ("art", "art.attacks", "art.estimators"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if isinstance(model, ArtModel):
+        est, shape = model.classifier, model.input_shape or (X.shape[1],)
+    else:
+        est, shape = _art_estimator(model, X.shape[1], p.shape[1], clip), (X.shape[1],)
+    Xa = Xs.reshape((n, *shape))
+    if provides(model, "gradients"):
+        from art.attacks.evasion import ProjectedGradientDescent
+
+        attack, kind = ProjectedGradientDescent(est, eps=float(eps), eps_step=float(eps) / 4, max_iter=10,
+                                                num_random_init=0, verbose=False), "white-box"
+    else:
+        from art.attacks.evasion import HopSkipJump
+
+        attack, kind = HopSkipJump(est, max_iter=5, max_eval=100, init_eval=10, init_size=20, verbose=False), "black-box"
+    state = np.random.get_state()
+    np.random.seed(random_state)
+    try:
+        adv = np.asarray(attack.generate(Xa, y=onehot), dtype=np.float64).reshape(n, -1)
+    finally:
+        np.random.set_state(state)
+    finite = np.isfinite(adv).all(axis=1)
+    changed = finite & (probabilities(model, np.nan_to_num(adv)).argmax(axis=1) != p.argmax(axis=1))
+    return adv[changed if changed.sum() >= max(2, n // 10) else finite], kind
+
+
+def adversarial_or_crafted(detector: Any, X: np.ndarray, y: np.ndarray | None, model: Any,
+                           X_adv: np.ndarray | None) -> np.ndarray:
+    """``X_adv`` when given; else examples crafted against ``model`` with the detector's
+    ``craft_eps``, ``craft_samples`` and ``random_state`` (:func:`craft_adversarial`), recorded in
+    the fitted attribute ``crafted_`` (attack and count)."""
+    if X_adv is not None:
+        detector.crafted_ = None
+        return X_adv
+    if model is None:
+        raise ValueError(f"{detector.name} learns clean vs adversarial: pass model=... (it then crafts its own "
+                         "adversarial examples) or X_adv=...")
+    adv, kind = craft_adversarial(model, X, y, eps=detector.craft_eps, max_samples=detector.craft_samples,
+                                  random_state=detector.random_state)
+    detector.crafted_ = {"attack": CRAFTING[kind], "eps": float(detector.craft_eps), "n": int(len(adv))}
+    return adv

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .base import DatasetDetector, Need, Needs, Report, register
-from .models import as_model
+from .models import as_model, provides
 
 #: share of each class (top spectral scores) whose label consistency decides the verdict
 VERDICT_SHARE = 0.075
@@ -44,7 +44,7 @@ class SpectralSignature(DatasetDetector):
 
     def _representations(self, X: np.ndarray, model: Any) -> np.ndarray:
         m = as_model(model)
-        if m is not None and hasattr(m, "features"):
+        if m is not None and provides(m, "activations"):
             return np.asarray(m.features(X), dtype=np.float64)
         return X
 

@@ -277,7 +277,7 @@ def test_works_with_svc_without_probability(digits):
 def test_clear_errors(fitted, digits):
     with pytest.raises(ValueError, match="needs the protected model"):
         detectors.create("strip").fit(digits["X_fit"])
-    with pytest.raises(ValueError, match="pass fit\\(..., X_adv=...\\)"):
+    with pytest.raises(ValueError, match="pass model=... \\(it then crafts its own adversarial examples\\) or X_adv"):
         detectors.create("gong_binary").fit(digits["X_fit"])
     with pytest.raises(ValueError, match="X_adv is not used"):
         detectors.create("softmax_baseline").fit(digits["X_fit"], model=digits["mlp"], X_adv=digits["known"])
