@@ -57,7 +57,8 @@ def test_monitors_present_and_not_in_table1():
     cat = load_catalogue()
     monitors = [m for m in cat if not m.in_table1]
     assert {m.id for m in monitors} == {"monitor-query-rate", "monitor-label-distribution", "gao2019-strip",
-                                       "tran2018-spectral-signature", "chen2018-activation-clustering"}
+                                       "tran2018-spectral-signature", "chen2018-activation-clustering",
+                                       "kizashi-artifact-scan"}
     qr = cat.get("monitor-query-rate")
     assert qr.serves("symptom", "extraction") and qr.serves("precursor", "evasion")
 

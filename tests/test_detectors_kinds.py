@@ -55,7 +55,7 @@ def test_every_detector_has_one_kind_its_hook_and_needs():
         for probe in ("uses_adversarial", "requires_adversarial", "requires_model", "learns_from_trusted_data",
                       "_observe"):
             assert not hasattr(cls, probe), f"{name} still has {probe}"
-    assert {cls.kind for _, cls in _classes("model")} == {"model"} and len(_classes("model")) == 2
+    assert {cls.kind for _, cls in _classes("model")} == {"model"} and len(_classes("model")) == 3
     assert not hasattr(ModelDetector, "inspect") and not hasattr(DatasetDetector, "inspect_model")
     assert not hasattr(StreamDetector, "decision_function")
 
