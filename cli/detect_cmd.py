@@ -4,7 +4,6 @@ detectors in a training pipeline and emit precursor events to a file, stdout or 
 from __future__ import annotations
 
 import json
-import pickle
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -57,21 +56,41 @@ def _load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     return data["X"], (data["y"] if "y" in data else None)
 
 
-def _load_model(path: str | None):
+ArchitectureOpt = Annotated[str | None, typer.Option(
+    "--architecture", help="for .safetensors/.pt weights: package.module:factory returning the torch.nn.Module")]
+InputShapeOpt = Annotated[str | None, typer.Option(
+    "--input-shape", help="shape of one input, e.g. 1,28,28 (flat rows are reshaped to it)")]
+TrustTypeOpt = Annotated[list[str] | None, typer.Option(
+    "--trust-type", help="a type a .skops model may contain beyond kizashi's trusted scikit-learn list (repeat)")]
+AllowPickleOpt = Annotated[bool, typer.Option(
+    "--allow-pickle", help="load a pickle/joblib model you TRUST (unpickling runs code); it is scanned first")]
+
+
+def _load_model(path: str | None, architecture: str | None = None, input_shape: str | None = None,
+                trust_type: list[str] | None = None, allow_pickle: bool = False):
+    """The model in ``path`` through the safe loader (:mod:`kizashi.detectors.loading`)."""
     if path is None:
         return None
-    p = Path(path)
-    if not p.exists():
-        _fail(f"no such model file: {path}")
-    try:
-        if p.suffix == ".joblib":
-            import joblib
+    from kizashi.detectors.loading import load_model
 
-            return joblib.load(p)
-        with open(p, "rb") as fh:  # only load models you trust: pickle runs code
-            return pickle.load(fh)
-    except Exception as exc:  # noqa: BLE001 - any unpickling problem is a bad model file
+    try:
+        shape = tuple(int(v) for v in input_shape.split(",")) if input_shape else None
+    except ValueError:
+        _fail(f"--input-shape must be comma-separated integers, got {input_shape!r}")
+    try:
+        return load_model(path, architecture=architecture, input_shape=shape, trusted_types=trust_type or (),
+                          allow_pickle=allow_pickle)
+    except Exception as exc:  # noqa: BLE001 - any loading problem is reported, never a traceback
         _fail(f"cannot load model {path}: {exc}")
+
+
+def _artifact_events(path: str, model_id: str | None, endpoint: str) -> list:
+    """Events of the static ``artifact_scan`` of a model file (run before it is loaded)."""
+    if not Path(path).is_file():
+        _fail(f"no such model file: {path}")
+    det = detectors.create("artifact_scan")
+    det.set_context(model_id=model_id or Path(path).stem, endpoint=endpoint)
+    return det.inspect_model(path).to_events(det)
 
 
 def _emit(events, out: str | None, db: str | None) -> None:
@@ -104,12 +123,17 @@ def _detector_names(spec: str, kind: str) -> list[str]:
 def scan_data(
     data: Annotated[str, typer.Argument(help=".npz with arrays X (samples) and y (labels)")],
     detector: Annotated[str, typer.Option("--detector", help="comma list of data detectors")] = "spectral_signature",
-    model: Annotated[str | None, typer.Option(help="trained scikit-learn model (.pkl/.joblib) for representations")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="trained model for representations (.onnx, .safetensors/.pt + --architecture, .skops)")] = None,
     model_id: Annotated[str | None, typer.Option(help="model id the events refer to")] = None,
     trusted: Annotated[str | None, typer.Option(
         help=".npz (X, y) of trusted clean data, for detectors that learn from it (depois)")] = None,
     out: Annotated[str | None, typer.Option("--out", help="JSON-lines output (default stdout)")] = None,
     db: Annotated[str | None, typer.Option("--db", help="also ingest the events into this store")] = None,
+    architecture: ArchitectureOpt = None,
+    input_shape: InputShapeOpt = None,
+    trust_type: TrustTypeOpt = None,
+    allow_pickle: AllowPickleOpt = False,
 ) -> None:
     """Inspect a training set for poisoning and backdoor samples before training on it."""
     names = _detector_names(detector, "dataset")
@@ -119,8 +143,16 @@ def scan_data(
     Xt, yt = _load_npz(trusted) if trusted else (None, None)
     if trusted and yt is None:
         _fail(f"{trusted} has no array 'y': trusted data needs its labels")
-    mdl = _load_model(model)
     events, summary = [], []
+    if model:
+        events += _artifact_events(model, model_id, "training-pipeline")
+        try:
+            mdl = _load_model(model, architecture, input_shape, trust_type, allow_pickle)
+        except typer.Exit:
+            _emit(events, out, db)
+            raise
+    else:
+        mdl = None
     for name in names:
         det = detectors.create(name)
         det.set_context(model_id=model_id, endpoint="training-pipeline")
@@ -128,7 +160,7 @@ def scan_data(
         if needs.trusted_data is detectors.Need.REQUIRED and Xt is None:
             _fail(f"{name} learns from trusted clean data: pass --trusted TRUSTED.npz (arrays X, y)")
         if needs.model is detectors.Need.REQUIRED and mdl is None:
-            _fail(f"{name} needs the model trained on the data: pass --model MODEL.pkl")
+            _fail(f"{name} needs the model trained on the data: pass --model MODEL (.onnx, .safetensors, .skops)")
         try:
             if needs.trusted_data is detectors.Need.REQUIRED:
                 det.fit(Xt, yt, model=mdl)
@@ -143,18 +175,32 @@ def scan_data(
 
 
 def scan_model(
-    model: Annotated[str, typer.Argument(help="trained scikit-learn model (.pkl/.joblib)")],
-    clean: Annotated[str, typer.Option("--clean", help=".npz with a few clean samples X (y optional)")],
+    model: Annotated[str, typer.Argument(
+        help="the model file: .onnx, .safetensors/.pt (+ --architecture), .skops; pickle/joblib only with --allow-pickle")],
+    clean: Annotated[str | None, typer.Option("--clean", help=".npz with a few clean samples X (y optional)")] = None,
     detector: Annotated[str, typer.Option("--detector", help="comma list of model detectors")] = "b3d",
     model_id: Annotated[str | None, typer.Option(help="model id the events refer to")] = None,
     out: Annotated[str | None, typer.Option("--out")] = None,
     db: Annotated[str | None, typer.Option("--db")] = None,
+    architecture: ArchitectureOpt = None,
+    input_shape: InputShapeOpt = None,
+    trust_type: TrustTypeOpt = None,
+    allow_pickle: AllowPickleOpt = False,
 ) -> None:
-    """Inspect a trained (outsourced, downloaded) model for a backdoor."""
-    mdl = _load_model(model)
-    X, _ = _load_npz(clean)
-    events = []
-    for name in _detector_names(detector, "model"):
+    """Inspect a trained (outsourced, downloaded) model: first the file itself, statically
+    (``artifact_scan``: code that would run on load), then, loaded safely, for a backdoor."""
+    events = _artifact_events(model, model_id, "model-registry")
+    names = [n for n in _detector_names(detector, "model") if n != "artifact_scan"]
+    if names and clean is None:
+        _emit(events, out, db)
+        _fail(f"{', '.join(names)} probe the model with clean samples: pass --clean CLEAN.npz")
+    try:
+        mdl = _load_model(model, architecture, input_shape, trust_type, allow_pickle) if names else None
+    except typer.Exit:
+        _emit(events, out, db)  # the scan's findings are reported even when the model is refused
+        raise
+    X = _load_npz(clean)[0] if names else None
+    for name in names:
         det = detectors.create(name)
         det.set_context(model_id=model_id or Path(model).stem, endpoint="model-registry")
         try:

@@ -37,6 +37,23 @@ _RUNS_CODE = frozenset({"builtins.eval", "builtins.exec", "builtins.compile", "b
                         "__builtin__.getattr", "__builtin__.__import__", "copyreg._reconstructor.__globals__"})
 
 
+#: scikit-learn types a ``.skops`` model may contain without the caller trusting them by name
+SKOPS_TRUSTED = (
+    "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.svm._classes.SVC",
+    "sklearn.svm._classes.LinearSVC",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.neighbors._classification.KNeighborsClassifier",
+    "sklearn.pipeline.Pipeline",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.preprocessing._label.LabelBinarizer",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+)
+
+
 @dataclass
 class ArtifactReport(Report):
     """A scan: one event per finding (:meth:`to_events`), each naming the offending callable."""
@@ -123,6 +140,25 @@ def _byte_search(data: bytes) -> list[str]:
     return found
 
 
+#: path components that reach code execution or the OS, even behind a known module's attribute
+#: chain (protocol 4 resolves ``numpy`` + ``testing._private.utils.os.system`` to ``os.system``)
+_CODE_COMPONENTS = frozenset({"os", "posix", "nt", "subprocess", "system", "popen", "exec", "eval", "execfile",
+                              "builtins", "__builtins__", "__builtin__", "__import__", "compile", "getattr",
+                              "socket", "sys", "runpy", "importlib", "ctypes", "shutil", "pty", "webbrowser"})
+
+
+def _runs_code(name: str, unsafe: set[str]) -> bool:
+    """Whether an imported callable runs code: on :data:`_RUNS_CODE`, or flagged by fickling --
+    except, inside :data:`KNOWN_MODULES`, where fickling's name heuristics flag benign
+    reconstructors (``numpy.random._pickle...``), only a path through :data:`_CODE_COMPONENTS`."""
+    if name in _RUNS_CODE:
+        return True
+    parts = name.split(".")
+    if parts[0] in KNOWN_MODULES and parts[0] not in ("builtins", "__builtin__"):
+        return any(p in _CODE_COMPONENTS for p in parts[1:])
+    return name in unsafe
+
+
 def _finding(name: str | None, member: str | None, severity: str, reason: str) -> dict[str, Any]:
     return {"format": "pickle", "member": member, "callable": name, "severity": severity, "reason": reason}
 
@@ -139,7 +175,7 @@ def scan_pickles(data: bytes, member: str | None = None) -> list[dict[str, Any]]
         modelled = _fickling_imports(data[pos:end]) if end else None
         names, unsafe = modelled if modelled is not None else (walked, set())
         for name in dict.fromkeys(names):
-            if name in unsafe or name in _RUNS_CODE:
+            if _runs_code(name, unsafe):
                 findings.append(_finding(name, member, "critical", "runs code or reaches the OS when unpickled"))
             elif name.split(".")[0] not in KNOWN_MODULES:
                 findings.append(_finding(name, member, "medium",
@@ -221,9 +257,9 @@ def _is_onnx(data: bytes) -> bool:
 def _scan_skops(data: bytes) -> list[dict[str, Any]]:
     from skops.io import get_untrusted_types
 
-    types = get_untrusted_types(data=data)
+    types = [t for t in get_untrusted_types(data=data) if t not in SKOPS_TRUSTED]
     return [{"format": "skops", "member": "schema.json", "callable": t, "severity": "medium",
-             "reason": "type not trusted by skops by default: loading it runs its constructor"} for t in types]
+             "reason": "type trusted neither by skops nor by kizashi: loading it runs its constructor"} for t in types]
 
 
 @register("artifact_scan")

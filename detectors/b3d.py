@@ -115,15 +115,20 @@ class B3D(ModelDetector):
         adv = (loss - loss.mean())[:, None]
         return (adv * (masks - theta)).mean(axis=0), (adv * noise).mean(axis=0) / self.nes_sigma
 
-    def _class_norms(self, m: Any, X: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _class_norms(self, m: Any, X: np.ndarray, rng: np.random.Generator,
+                     n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Trigger norm and success per class, over ``n_classes`` columns: a reference model knows
+        only the classes in its ``classes_`` (the others stay NaN: not judged)."""
         proba = np.asarray(m.predict_proba(X))
         pred = proba.argmax(axis=1)
-        norms = np.full(proba.shape[1], np.inf)
-        success = np.zeros(proba.shape[1])
+        width = n_classes or proba.shape[1]
+        cols = np.arange(proba.shape[1]) if n_classes is None else np.asarray(m.classes_, dtype=int)
+        norms = np.full(width, np.nan)
+        success = np.zeros(width)
         for t in range(proba.shape[1]):
             others = X[pred != t]
             if len(others):
-                norms[t], success[t] = self._reverse_trigger(m, others, t, rng)
+                norms[cols[t]], success[cols[t]] = self._reverse_trigger(m, others, t, rng)
         return norms, success
 
     def _inspect_model(self, m: Any, X: np.ndarray) -> Report:
@@ -140,11 +145,18 @@ class B3D(ModelDetector):
         if len(X) > self.n_samples:
             X = X[np.sort(rng.choice(len(X), self.n_samples, replace=False))]
         norms, success = self._class_norms(m, X, rng)
-        ref_norms = np.median([self._class_norms(distilled_reference(m, X_all, seed=self.random_state + k,
-                                                                      n_neighbors=self.n_neighbors), X,
-                                                 np.random.default_rng(self.random_state + k))[0]
-                               for k in range(max(1, self.n_references))], axis=0)
-        anomaly = ref_norms / norms  # how many times smaller the suspect's trigger is than the reference's
+        refs = [self._class_norms(distilled_reference(m, X_all, seed=self.random_state + k, n_neighbors=self.n_neighbors),
+                                  X, np.random.default_rng(self.random_state + k), n_classes=len(norms))[0]
+                for k in range(max(1, self.n_references))]
+        with np.errstate(all="ignore"):
+            ref_norms = np.nanmedian(np.array(refs), axis=0) if np.isfinite(refs).any() else np.full(len(norms), np.nan)
+            anomaly = ref_norms / norms  # how many times smaller the suspect's trigger is than the reference's
+        judged = np.isfinite(anomaly)
+        if judged.sum() < 2:
+            raise ValueError(f"b3d could compare only {int(judged.sum())} class(es): the clean inputs must include "
+                             "images the model assigns to at least two classes, each with images of other classes "
+                             "to stamp (a few per class suffice)")
+        anomaly = np.where(judged, anomaly, 0.0)  # a class the clean inputs never show is not judged
         t = int(np.argmax(anomaly))
         score = float(anomaly[t])
         threshold = self.threshold if self.threshold is not None else (1.8 if self._exact else 1.65)
@@ -158,4 +170,5 @@ class B3D(ModelDetector):
                       details={"min_mask_l1": round(float(norms[t]), 3),
                                "reference_mask_l1": round(float(ref_norms[t]), 3),
                                "trigger_success": round(float(success[t]), 3), "candidate_class": int(target),
+                               "classes_judged": int(judged.sum()),
                                "optimiser": "exact" if self._exact else "nes"})

@@ -532,8 +532,10 @@ def distilled_reference(model: Any, X: np.ndarray, *, seed: int = 0, n_neighbors
     except for clean inputs that happen to resemble the trigger: a backdoored suspect labels them
     with the target and would teach the reference part of the backdoor. Inputs whose suspect label
     disagrees with the majority label of their ``n_neighbors`` nearest clean inputs are therefore
-    left out. Same hidden layers as the suspect when it is an MLP, else (64,); single-threaded BLAS.
-    Used by the model detectors ``b3d`` and ``top``.
+    left out (except where that would drop a whole class). The reference's ``classes_`` are the
+    suspect's output columns it saw; a class the suspect never predicts on ``X`` is missing from it.
+    Same hidden layers as the suspect when it is an MLP, else (64,); single-threaded BLAS. Used by
+    the model detectors ``b3d`` and ``top``.
     """
     import warnings
 
@@ -548,6 +550,10 @@ def distilled_reference(model: Any, X: np.ndarray, *, seed: int = 0, n_neighbors
         votes = labels[idx[:, 1:]]
         majority = np.array([np.bincount(v, minlength=labels.max() + 1).argmax() for v in votes])
         keep = majority == labels
+        lost = np.setdiff1d(labels, labels[keep])  # few images per class: keep a class rather than drop it
+        keep |= np.isin(labels, lost)
+    if len(np.unique(labels)) < 2:
+        raise ValueError("the model assigns every clean input to one class: a reference needs at least two")
     est = getattr(model, "estimator", model)
     hidden = tuple(w.shape[1] for w in getattr(est, "coefs_", [])[:-1]) or (64,)
     with warnings.catch_warnings(), threadpool_limits(1):

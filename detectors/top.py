@@ -78,11 +78,15 @@ class TOP(ModelDetector):
         if not provides(m, "gradients"):
             raise ValueError("top needs a model with input gradients (a scikit-learn MLP or linear model)")
         rates, success = self._transfer_rates(m, X, np.random.default_rng(self.random_state))
-        reference = np.median([self._transfer_rates(distilled_reference(m, X, seed=self.random_state + k,
-                                                                        n_neighbors=self.n_neighbors),
-                                                    X, np.random.default_rng(self.random_state))[0]
-                               for k in range(max(1, self.n_references))], axis=0)
-        anomaly = (rates + 0.02) / (reference + 0.02)  # how many times more the suspect's perturbations transfer
+        refs = np.full((max(1, self.n_references), len(rates)), np.nan)
+        for k in range(len(refs)):  # a reference knows only the suspect's columns it saw (its classes_)
+            ref = distilled_reference(m, X, seed=self.random_state + k, n_neighbors=self.n_neighbors)
+            refs[k, np.asarray(ref.classes_, dtype=int)] = self._transfer_rates(
+                ref, X, np.random.default_rng(self.random_state))[0]
+        with np.errstate(all="ignore"):
+            reference = np.nanmedian(refs, axis=0)
+        # how many times more the suspect's perturbations transfer; classes no reference knows: not judged
+        anomaly = np.where(np.isfinite(reference), (rates + 0.02) / (reference + 0.02), 0.0)
         t = int(np.argmax(anomaly))
         score = float(anomaly[t])
         suspicious = score > self.threshold

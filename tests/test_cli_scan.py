@@ -21,18 +21,25 @@ def test_detectors_list():
     assert rows["feature_squeezing"]["kind"] == "input"
     assert rows["spectral_signature"]["kind"] == "dataset" and rows["b3d"]["kind"] == "model"
     assert rows["depois"]["needs"] == {"labels": "required", "trusted_data": "required"}
-    assert rows["gong_binary"]["needs"]["adversarial_examples"] == "required"
+    assert rows["gong_binary"]["needs"]["adversarial_examples"] == "optional"  # crafts its own from the model
+    assert rows["artifact_scan"]["kind"] == "model" and rows["artifact_scan"]["needs"] == {"model": "required"}
 
 
 def test_scan_data_to_file_and_store(poisoned, tmp_path):
     X, y, Xp, yp, idx, model, _ = poisoned
     np.savez(tmp_path / "train.npz", X=Xp, y=yp)
+    import skops.io as sio
+
+    sio.dump(model, tmp_path / "m.skops")
     with open(tmp_path / "m.pkl", "wb") as fh:
         pickle.dump(model, fh)
     out = tmp_path / "ev.jsonl"
     db = f"sqlite:///{tmp_path / 's.db'}"
     r = runner.invoke(app, ["scan-data", str(tmp_path / "train.npz"), "--detector", "spectral_signature",
-                            "--model", str(tmp_path / "m.pkl"), "--model-id", "digits-v2", "--out", str(out),
+                            "--model", str(tmp_path / "m.pkl"), "--model-id", "digits-v2"])
+    assert r.exit_code == 2 and "pickle/joblib file" in r.output and "--allow-pickle" in r.output
+    r = runner.invoke(app, ["scan-data", str(tmp_path / "train.npz"), "--detector", "spectral_signature",
+                            "--model", str(tmp_path / "m.skops"), "--model-id", "digits-v2", "--out", str(out),
                             "--db", db])
     assert r.exit_code == 0, r.stderr
     [ev] = [json.loads(x) for x in out.read_text().splitlines()]

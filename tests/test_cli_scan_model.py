@@ -1,4 +1,5 @@
-"""kizashi scan-model --detector b3d on pickled clean and backdoored digits MLPs."""
+"""kizashi scan-model --detector b3d on clean and backdoored digits MLPs saved with skops (and, trusted,
+with pickle)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ runner = CliRunner()
 def test_scan_model_flags_backdoored_only(tmp_path, backdoored_models):
     backdoored, clean, X_clean = backdoored_models
     np.savez(tmp_path / "clean.npz", X=X_clean)
-    for name, mdl in (("bd", backdoored), ("ok", clean)):
-        with open(tmp_path / f"{name}.pkl", "wb") as fh:
-            pickle.dump(mdl, fh)
-    r = runner.invoke(app, ["scan-model", str(tmp_path / "bd.pkl"), "--clean", str(tmp_path / "clean.npz"),
+    import skops.io as sio
+
+    sio.dump(backdoored, tmp_path / "bd.skops")
+    with open(tmp_path / "ok.pkl", "wb") as fh:
+        pickle.dump(clean, fh)
+    r = runner.invoke(app, ["scan-model", str(tmp_path / "bd.skops"), "--clean", str(tmp_path / "clean.npz"),
                             "--detector", "b3d", "--out", str(tmp_path / "bd.jsonl")])
     assert r.exit_code == 0, r.output
     events = [json.loads(line) for line in (tmp_path / "bd.jsonl").read_text().splitlines() if line.strip()]
@@ -26,6 +29,9 @@ def test_scan_model_flags_backdoored_only(tmp_path, backdoored_models):
     assert events[0]["evidence"]["target_class"] == 0
     r = runner.invoke(app, ["scan-model", str(tmp_path / "ok.pkl"), "--clean", str(tmp_path / "clean.npz"),
                             "--detector", "b3d", "--out", str(tmp_path / "ok.jsonl")])
+    assert r.exit_code == 2 and "--allow-pickle" in r.output  # refused, saying why and what to use
+    r = runner.invoke(app, ["scan-model", str(tmp_path / "ok.pkl"), "--clean", str(tmp_path / "clean.npz"),
+                            "--detector", "b3d", "--out", str(tmp_path / "ok.jsonl"), "--allow-pickle"])
     assert r.exit_code == 0, r.output
     assert not (tmp_path / "ok.jsonl").exists() or not (tmp_path / "ok.jsonl").read_text().strip()
 
