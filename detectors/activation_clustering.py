@@ -9,6 +9,8 @@ k-means; a cluster holding at most ``size_threshold`` of its label's samples is 
 ``ActivationDefence`` (unseeded k-means), every step is seeded, so two runs flag the same samples.
 A well-known baseline beside the seed's Table 1 methods; on digits it over-flags (see
 docs/detectors.md): clean classes often split into two natural writing styles too.
+
+Adapters: a model providing activations: SklearnModel MLP, TorchModel, ArtModel(layer=...), OnnxModel(features_output=...).
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ compared with the same class's norm on reference MLPs distilled from the suspect
 k-NN-consistent clean inputs (:func:`kizashi.detectors.models.distilled_reference`); the score is
 the largest ratio ``reference_norm / suspect_norm``. Seeded and deterministic. Measured scores,
 the choice of ``lam`` and the optimisers' separation: docs/detectors.md.
+
+Adapters: any model with probabilities (NES, black-box: OnnxModel); exact gradients from SklearnModel, TorchModel, ArtModel.
 """
 
 from __future__ import annotations

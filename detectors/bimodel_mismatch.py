@@ -1,7 +1,10 @@
 """Bi-model decision mismatch (Monteiro, Albuquerque, Akhtar & Falk, "Generalizable Adversarial
 Examples Detection Based on Bi-model Decision Mismatch", IEEE SMC 2019; seed ref 32): two
 differently trained classifiers agree on clean inputs; adversarial examples crafted against one
-rarely transfer exactly to the other, so their outputs disagree."""
+rarely transfer exactly to the other, so their outputs disagree.
+
+Adapters: any model with probabilities.
+"""
 
 from __future__ import annotations
 

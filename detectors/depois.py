@@ -45,6 +45,8 @@ needed (``model`` is accepted and ignored). Labels absent from the trusted data 
 (ValueError). Deterministic for a given ``random_state``.
 
 Measured recall, clean false-flag rate and verdicts on digits: docs/detectors.md.
+
+Adapters: none needed (learns from trusted data).
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ addition. Limits measured on digits: coherent flips of whole data modes (Tavalla
 cluster-flip attack) are learned by the held-out models from the remaining members of the same
 mode and are mostly missed (recall 0-0.3). Seeded (fold splits, ``random_state`` of the clone
 when it has one) and deterministic.
+
+Adapters: scikit-learn estimators only (it retrains clones on folds); framework models are refused with a message.
 """
 
 from __future__ import annotations

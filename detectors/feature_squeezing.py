@@ -1,6 +1,9 @@
 """Feature Squeezing (Xu, Evans & Qi, "Feature Squeezing: Detecting Adversarial Examples in Deep
 Neural Networks", NDSS 2018; seed ref 31): squeeze the input (colour bit-depth reduction, median
-smoothing) and compare the model's predictions; a large L1 change marks an adversarial input."""
+smoothing) and compare the model's predictions; a large L1 change marks an adversarial input.
+
+Adapters: any model with probabilities (SklearnModel, TorchModel, OnnxModel, ArtModel); images reshaped by image_shape.
+"""
 
 from __future__ import annotations
 

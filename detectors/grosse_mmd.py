@@ -7,6 +7,8 @@ Per input: the paper adds an outlier class for adversarial examples to the class
 separate classifier learns the K clean classes plus class K for the given adversarial examples and
 scores P(outlier). Without adversarial examples the per-input score is the MMD between the single
 input and the clean reference sample, with a kernel width chosen by leave-one-out likelihood.
+
+Adapters: any (the model is optional).
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ MLP (``uncertainty="dropout"``), or a bootstrap ensemble of clones of the model 
 (``uncertainty="bootstrap"``, any scikit-learn classifier). The paper combines both features with a
 logistic regression trained on clean vs adversarial samples; without ``X_adv`` the two standardised
 features are added (``-KD + BU``).
+
+Adapters: SklearnModel MLPs and TorchModel (Monte-Carlo dropout on the features), other scikit-learn
+classifiers (bootstrap ensemble); OnnxModel and ArtModel cannot be refitted for the bootstrap and are
+refused with a message.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .base import InputDetector, Need, Needs, register
-from .models import SklearnModel, _softmax, late_layer, probabilities, require_model
+from .models import SklearnModel, TorchModel, _softmax, late_layer, probabilities, require_model
 
 UNCERTAINTY = ("auto", "dropout", "bootstrap")
 
@@ -66,14 +70,16 @@ class KernelDensityUncertainty(InputDetector):
             for m in self.members_:
                 yield probabilities(m, X)
             return
-        est = model.estimator
         rng = np.random.default_rng(self.random_state)
         keep = 1.0 - float(self.dropout)
-        hidden = model.hidden(X)
+        if isinstance(model, TorchModel):
+            last, (W, b) = model.features(X), model.output_layer()
+        else:
+            last, W, b = model.hidden(X)[-1], model.estimator.coefs_[-1], model.estimator.intercepts_[-1]
         for _ in range(int(self.n_passes)):
             # dropout on the last hidden layer's units, rescaled (inverted dropout)
-            h = hidden[-1] * (rng.random(hidden[-1].shape) < keep) / keep
-            z = h @ est.coefs_[-1] + est.intercepts_[-1]
+            h = last * (rng.random(last.shape) < keep) / keep
+            z = h @ W + b
             if z.shape[1] == 1:
                 z = np.hstack([np.zeros_like(z), z])
             yield _softmax(z)
@@ -87,10 +93,12 @@ class KernelDensityUncertainty(InputDetector):
         if not 0 < float(self.dropout) < 1:
             raise ValueError(f"dropout must be in (0, 1), got {self.dropout}")
         model = require_model(model, "KernelDensityUncertainty")
-        is_mlp = isinstance(model, SklearnModel) and model._is_mlp()
+        is_mlp = (isinstance(model, SklearnModel) and model._is_mlp()) or (isinstance(model, TorchModel)
+                                                                           and model.layer is None)
         mode = self.uncertainty if self.uncertainty != "auto" else ("dropout" if is_mlp else "bootstrap")
         if mode == "dropout" and not is_mlp:
-            raise ValueError("uncertainty='dropout' needs a scikit-learn MLP; use 'bootstrap'")
+            raise ValueError("uncertainty='dropout' needs a scikit-learn MLP or a TorchModel (default layer); "
+                             "use 'bootstrap' (scikit-learn classifiers)")
         self.mode_ = mode
         p = probabilities(model, X)
         labels = p.argmax(axis=1) if y is None else np.searchsorted(_classes(model, p), y)

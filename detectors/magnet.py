@@ -1,7 +1,10 @@
 """MagNet's detector (Meng & Chen, "MagNet: a Two-Pronged Defense against Adversarial Examples",
 ACM CCS 2017; seed ref 25): an autoencoder learns the manifold of clean inputs; inputs far from it
 reconstruct badly. The probability-divergence detector compares the model's output on the input and
-on its reconstruction (Jensen-Shannon divergence at a temperature)."""
+on its reconstruction (Jensen-Shannon divergence at a temperature).
+
+Adapters: any (the model is optional: probabilities for the divergence score).
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ than to the object. Attribution here is model-agnostic occlusion: every ``patch`
 is replaced by the clean mean image and the drop in the predicted class's probability is recorded.
 As in the paper's second step, the most-attributed region is then transplanted onto clean reference
 images: a trigger carries the decision with it, an ordinary stroke does not.
+
+Adapters: any model with probabilities.
 """
 
 from __future__ import annotations

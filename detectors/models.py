@@ -298,6 +298,14 @@ class TorchModel(_ImageAdapter):
             raise TypeError("the module has no nn.Linear layer: name the feature layer with layer=...")
         return linears[-1], True
 
+    def output_layer(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(W, b)`` of the last linear layer, as ``logits = features @ W + b`` when ``layer`` is
+        the default (Monte-Carlo dropout on the features, as ``kd_bu`` does)."""
+        import torch
+
+        last = [m for m in self.module.modules() if isinstance(m, torch.nn.Linear)][-1]
+        return last.weight.detach().double().numpy().T, last.bias.detach().double().numpy()
+
     def features(self, X: Any) -> np.ndarray:
         """Activations of ``layer`` (default: the input of the last linear layer), flattened per row."""
         import torch

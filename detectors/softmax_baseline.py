@@ -1,6 +1,9 @@
 """Softmax-confidence baseline (Hendrycks & Gimpel, "Early Methods for Detecting Adversarial
 Images", ICLR 2017 workshop; seed ref 24): adversarial and abnormal inputs get lower maximum softmax
-probability (or higher predictive entropy) than clean ones."""
+probability (or higher predictive entropy) than clean ones.
+
+Adapters: any model with probabilities (SklearnModel, TorchModel, OnnxModel, ArtModel).
+"""
 
 from __future__ import annotations
 

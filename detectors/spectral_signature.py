@@ -15,6 +15,8 @@ overall on digits), the fit centres on the poisons and the least outlying sample
 label-inconsistent ones; if those are more inconsistent than the top-scored samples, that class's
 score is reversed and ``details["poison_majority"]`` is set. Representations: the model's last hidden layer
 (``model.features``), else the raw inputs. Deterministic (an SVD, no randomness).
+
+Adapters: any; hidden activations from SklearnModel MLPs, TorchModel, ArtModel(layer=...), OnnxModel(features_output=...), else the inputs.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ filtering algorithm; here the robust covariance is scikit-learn's Minimum Covari
 ``spectral_signature``'s label-consistency check of the top-scored samples, averaged over the QUE
 ranking and the plain spectral-signature ranking (alone, the QUE ranking also puts a clean class's
 few ambiguous digits on top). Deterministic. Measured verdicts: docs/detectors.md.
+
+Adapters: as spectral_signature.
 """
 
 from __future__ import annotations

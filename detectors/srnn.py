@@ -29,6 +29,8 @@ consistent members (a k-means-like step), the number of prototypes is fixed, and
 and verdict are kizashi additions. Limits measured on digits: random flips and flips of samples
 close to a target class are found; coherent flips of whole modes (the paper's own cluster attack)
 are found only when the flipped mode is smaller than the mode a prototype covers (recall 0.3-0.6).
+
+Adapters: none needed (labels and data only).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Against Trojan Attacks on Deep Neural Networks", ACSAC 2019; not in the seed's T
 A backdoor trigger dominates the decision of a trojaned model: superimposing random clean images
 on a triggered input still gives the target class (low prediction entropy), while a clean input's
 blends are classified all over the place (high entropy).
+
+Adapters: any model with probabilities.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ single model has no such population, hence the references (comparing classes wit
 failed on digits, where some clean classes transfer perturbations as much as a 4-pixel trigger).
 White-box (input gradients), no black-box variant. Seeded and deterministic. Measured scores and
 the margin of the threshold: docs/detectors.md.
+
+Adapters: models with input gradients: SklearnModel (MLP, linear), TorchModel, ArtModel with gradients; not OnnxModel.
 """
 
 from __future__ import annotations
