@@ -17,6 +17,8 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from .detect_cmd import AllowPickleOpt, ArchitectureOpt, InputShapeOpt, TrustTypeOpt
+
 
 def _fail(msg: str) -> None:
     typer.echo(f"error: {msg}", err=True)
@@ -167,8 +169,13 @@ def detectors_fit(
     name: Annotated[str, typer.Argument(help="detector registry name (kizashi detectors list)")],
     data: Annotated[str, typer.Option("--data", help=".npz with X (benign reference inputs) and optionally y")],
     out: Annotated[str, typer.Option("--out", help="folder to write detector.json + arrays.npz")],
-    model: Annotated[str | None, typer.Option("--model", help="the protected model, for detectors that need it")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="the protected model, for detectors that need it "
+                                               "(.onnx, .safetensors/.pt + --architecture, .skops)")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="constructor parameter key=value (repeatable)")] = None,
+    architecture: ArchitectureOpt = None,
+    input_shape: InputShapeOpt = None,
+    trust_type: TrustTypeOpt = None,
+    allow_pickle: AllowPickleOpt = False,
 ) -> None:
     """Fit a detector and write its fitted parameters (JSON + .npz, no pickle) for the sensor."""
     from kizashi import detectors
@@ -189,7 +196,8 @@ def detectors_fit(
         _fail(f"{data} has no array 'X'")
     try:
         params = parse_params(param or [])
-        det = fit_detector(name, arrays, _load_model(model), params)
+        det = fit_detector(name, arrays, _load_model(model, architecture, input_shape, trust_type, allow_pickle),
+                           params)
         path = save_fitted(det, out)
     except (ValueError, ArtefactError) as exc:
         _fail(str(exc))

@@ -174,3 +174,20 @@ def test_scan_model_cli_on_onnx_and_safetensors(tmp_path, cnn):
                             "--detector", "b3d", "--out", str(tmp_path / "o.jsonl")])
     assert r.exit_code == 0, r.output
     assert all(e["detector"]["name"] == "b3d" for e in _events(tmp_path / "o.jsonl"))
+
+
+def test_detectors_fit_loads_the_model_safely(tmp_path, backdoored_models):
+    """``kizashi detectors fit --model``: pickle refused with the reason, skops loaded."""
+    import skops.io as sio
+
+    _, clean, X_clean = backdoored_models
+    np.savez(tmp_path / "ref.npz", X=X_clean)
+    with open(tmp_path / "m.pkl", "wb") as fh:
+        pickle.dump(clean, fh)
+    sio.dump(clean, tmp_path / "m.skops")
+    args = ["detectors", "fit", "softmax_baseline", "--data", str(tmp_path / "ref.npz"), "--out", str(tmp_path / "d")]
+    r = runner.invoke(app, [*args, "--model", str(tmp_path / "m.pkl")])
+    assert r.exit_code == 2 and "pickle/joblib file" in r.output
+    r = runner.invoke(app, [*args, "--model", str(tmp_path / "m.skops")])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["threshold"] > 0
