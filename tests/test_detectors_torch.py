@@ -38,7 +38,10 @@ def _onnx(tm: TorchModel) -> OnnxModel:
         warnings.simplefilter("ignore")
         torch.onnx.export(tm.module, torch.zeros(1, 1, 8, 8), buf, input_names=["x"], output_names=["logits"],
                           dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
-    return OnnxModel(buf.getvalue())
+    import onnx
+
+    relu = [n.output[0] for n in onnx.load_from_string(buf.getvalue()).graph.node if n.op_type == "Relu"][-1]
+    return OnnxModel(buf.getvalue(), features_output=relu)  # an intermediate tensor, exposed by the adapter
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +117,8 @@ def test_every_kind_through_every_adapter(task, adapter):
     X = task["X_te"]
     assert np.allclose(m.predict_proba(X), tm.predict_proba(X), atol=1e-5)
     assert provides(m, "gradients") is (adapter != "onnx")
+    if adapter != "art":  # the hidden layer: hooked in torch, an intermediate ONNX tensor
+        assert np.allclose(m.features(X), tm.features(X), atol=1e-5)
     det = detectors.create("gong_binary", craft_samples=60).fit(task["X_fit"], model=m)
     assert det.crafted_["attack"].startswith("ART ProjectedGradientDescent" if adapter != "onnx" else "ART HopSkipJump")
     assert _auroc(det, X, task["adv"]) > 0.6
