@@ -6,11 +6,13 @@ import json
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from kizashi.engine.sigma import RuleLoadError, RuleSet, check_atlas_tags
-from kizashi.engine.sigma.export import TARGETS, ExportError, export
+from kizashi.engine.sigma.targets import TARGETS
+
+if TYPE_CHECKING:
+    from kizashi.engine.sigma import RuleSet
 
 rules_app = typer.Typer(help="Sigma rules: check, evaluate over events, export to SIEM queries.", no_args_is_help=True)
 
@@ -21,6 +23,8 @@ def _fail(msg: str, code: int = 2) -> None:
 
 
 def _load(paths: list[Path] | None) -> RuleSet:
+    from kizashi.engine.sigma import RuleLoadError, RuleSet
+
     try:
         return RuleSet.from_paths(paths) if paths else RuleSet.bundled()
     except RuleLoadError as exc:
@@ -34,6 +38,8 @@ def check(
     strict: Annotated[bool, typer.Option(help="also require level, falsepositives and an ATLAS tag")] = True,
 ) -> None:
     """Parse every rule (pySigma + kizashi's evaluator) and validate ATLAS tags offline."""
+    from kizashi.engine.sigma import check_atlas_tags
+
     rs = _load(paths)
     problems: list[str] = []
     for rule in rs.collection.rules:
@@ -110,6 +116,8 @@ def export_(
     """Convert rules to SIEM queries (pySigma backends + a kizashi field pipeline; ECS for Elastic)."""
     if target not in TARGETS:
         _fail(f"--target must be one of {', '.join(TARGETS)}, not {target!r}")
+    from kizashi.engine.sigma.export import ExportError, export
+
     rs = _load(rules)  # validates everything first
     texts = _texts(rules)
     try:

@@ -17,9 +17,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
@@ -28,13 +27,15 @@ from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import ValueListPlaceholderTransformation
 from sigma.rule import SigmaRule
 
-from .batch import BatchEvaluator
 from .conditions import CompiledDetection
 from .correlations import CompiledCorrelation, dependency_order
 from .exceptions import RuleLoadError, UnsupportedRuleError
 from .results import RuleResult
 from .rule import RuleInfo, rule_key, rule_references
 from .stream import StreamEvaluator
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _DOC_SPLIT = re.compile(r"^---[ \t]*$", re.MULTILINE)
 
@@ -209,6 +210,8 @@ class RuleSet:
     ) -> list[RuleResult]:
         """Evaluate a whole input at once: detection rules as vectorised column masks, correlations
         over the matches in time order. Gives the same results as :meth:`stream` (sorted)."""
+        from .batch import BatchEvaluator  # pandas, imported when a batch is evaluated
+
         return BatchEvaluator(self, id_field=id_field, time_field=time_field).run(events)
 
 
