@@ -37,6 +37,8 @@ from .stream import StreamEvaluator
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .microbatch import MicroBatchEvaluator
+
 _DOC_SPLIT = re.compile(r"^---[ \t]*$", re.MULTILINE)
 
 
@@ -204,6 +206,22 @@ class RuleSet:
         time_field: str = "time",
     ) -> StreamEvaluator:
         return StreamEvaluator(self, lateness=lateness, id_field=id_field, time_field=time_field)
+
+    def microbatch(
+        self,
+        lateness: timedelta = timedelta(0),
+        id_field: str = "id",
+        time_field: str = "time",
+        *,
+        max_events: int = 4096,
+        max_ms: float = 100.0,
+    ) -> MicroBatchEvaluator:
+        """Streaming in micro-batches (``max_events`` or ``max_ms``, whichever first), detection rules
+        tested column-wise: the :meth:`stream` evaluator's results, in its order, per batch."""
+        from .microbatch import MicroBatchEvaluator
+
+        return MicroBatchEvaluator(self, lateness=lateness, id_field=id_field, time_field=time_field,
+                                   max_events=max_events, max_ms=max_ms)
 
     def evaluate_batch(
         self, events: Iterable[Any] | pd.DataFrame, id_field: str = "id", time_field: str = "time"
