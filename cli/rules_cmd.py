@@ -69,7 +69,7 @@ def eval_(
     time_field: Annotated[str, typer.Option(help="field holding the event time (ISO 8601 or epoch s)")] = "time",
     mode: Annotated[str, typer.Option(help="stream | batch")] = "stream",
     lateness: Annotated[float, typer.Option(help="stream mode: seconds of out-of-order tolerance")] = 0.0,
-    batch_events: Annotated[int, typer.Option(help="stream mode: events per micro-batch (at most)")] = 4096,
+    batch_events: Annotated[int, typer.Option(help="stream mode: events per micro-batch (at most)")] = 1024,
     batch_ms: Annotated[float, typer.Option(help="stream mode: milliseconds per micro-batch (at most)")] = 100.0,
 ) -> None:
     """Evaluate rules over events; print one JSON line per result."""

@@ -213,7 +213,7 @@ class RuleSet:
         id_field: str = "id",
         time_field: str = "time",
         *,
-        max_events: int = 4096,
+        max_events: int = 1024,
         max_ms: float = 100.0,
     ) -> MicroBatchEvaluator:
         """Streaming in micro-batches (``max_events`` or ``max_ms``, whichever first), detection rules

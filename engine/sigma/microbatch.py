@@ -27,7 +27,7 @@ from .stream import StreamEvaluator
 if TYPE_CHECKING:
     from .collection import RuleSet
 
-DEFAULT_MAX_EVENTS = 4096
+DEFAULT_MAX_EVENTS = 1024
 DEFAULT_MAX_MS = 100.0
 
 
