@@ -6,9 +6,11 @@ approach reads that file in its own subprocess (so peak memory, ``ru_maxrss``, i
 
 * ``parse_floor``: the standard library's ``json.loads`` over every line, nothing else (the floor);
 * ``stream``: what ``kizashi rules eval --mode stream`` does: orjson decode, the micro-batch
-  evaluator (``RuleSet.microbatch``: 4,096 events or 100 ms), each result serialised to its JSON line;
+  evaluator (``RuleSet.microbatch``: 1,024 events or 100 ms), each result serialised to its JSON line,
+  the collector tuned (``tune_gc``);
   alert latency = wall time from reading a correlation's anchor event to its result coming out;
-* ``stream_per_event``: the same with the per-event ``StreamEvaluator.push`` (the engine before #17);
+* ``stream_per_event``: the same with the per-event ``StreamEvaluator.push`` and the default garbage
+  collector settings (the engine before #17, with #17's correlator changes);
 * ``batch``: ``RuleSet.evaluate_batch`` over the decoded events (what ``--mode batch`` does);
 * ``sqlite``: the Zircolite approach: the SQL the pySigma SQLite backend generates for the same rules,
   run on the same events loaded from the file into an in-memory SQLite database (load + queries).
@@ -160,9 +162,12 @@ def _streamed(path: str, n: int, evaluator) -> dict:
 
 
 def work_stream(path: str, n: int) -> dict:
+    from kizashi.cli.rules_cmd import tune_gc
     from kizashi.engine.sigma import RuleSet
 
-    return _streamed(path, n, RuleSet.bundled().microbatch())
+    rs = RuleSet.bundled()
+    tune_gc()  # as rules eval does
+    return _streamed(path, n, rs.microbatch())
 
 
 def work_stream_per_event(path: str, n: int) -> dict:
@@ -172,10 +177,11 @@ def work_stream_per_event(path: str, n: int) -> dict:
 
 
 def work_batch(path: str, n: int) -> dict:
-    from kizashi.cli.rules_cmd import loads
+    from kizashi.cli.rules_cmd import loads, tune_gc
     from kizashi.engine.sigma import RuleSet
 
     rs = RuleSet.bundled()
+    tune_gc()  # as rules eval does
     t0 = time.perf_counter()
     with open(path, encoding="utf-8") as fh:
         rows = [loads(line) for line in fh]

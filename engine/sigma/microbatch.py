@@ -198,8 +198,19 @@ class MicroBatchEvaluator:
         return [matched[i] for i in inverse.reshape(-1).tolist()]
 
     def _times(self, view: ColumnView) -> list[float | None]:
-        """Each row's time (epoch seconds, as :func:`.normalise.event_timestamp`), parsed once per
-        distinct value."""
-        codes, uniques = view.factor(self.stream.time_field)
-        parsed = [event_timestamp(u) for u in uniques]
-        return [parsed[c] for c in codes.tolist()]
+        """Each row's time (epoch seconds, as :func:`.normalise.event_timestamp`); a text time is
+        parsed once per distinct value (numbers are mostly distinct: converted row by row)."""
+        parsed: dict[str, float | None] = {}
+        out: list[float | None] = []
+        for value in view.column(self.stream.time_field):
+            if type(value) is str:
+                ts = parsed.get(value, _MISSING)
+                if ts is _MISSING:
+                    ts = parsed[value] = event_timestamp(value)
+                out.append(ts)
+            else:
+                out.append(event_timestamp(value))
+        return out
+
+
+_MISSING: Any = object()
