@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 HEAVY = ("pandas", "sqlalchemy", "sklearn", "httpx", "rich", "torch", "scipy", "matplotlib", "pydantic",
-         "sigma.backends")
+         "sigma.backends", "numpy", "starlette", "uvicorn", "pyflink")
 
 
 def _loaded_after(code: str) -> list[str]:
