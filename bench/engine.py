@@ -1,22 +1,29 @@
-"""Benchmark kizashi's Sigma engine with the bundled rule pack; prints JSON.
+"""Benchmark kizashi's Sigma engine with the bundled rule pack, side by side on the same file; prints JSON.
 
-For each size: synthetic kizashi detection events (5,000 accounts, 40 models, half of them alarms
-the pack matches, the rest matching no rule), evaluated
+For each size, synthetic kizashi detection events (5,000 accounts, 40 models, half of them alarms
+the pack matches, the rest matching no rule) are written once to a JSON-lines file, then each
+approach reads that file in its own subprocess (so peak memory, ``ru_maxrss``, is its own):
 
-* streaming (``RuleSet.stream().push`` per event; events/s, peak RSS, alert latency = wall time
-  from pushing a correlation's anchor event to the result coming out),
-* batch (``RuleSet.evaluate_batch`` on a DataFrame with categorical columns),
-* baseline: the SQL the pySigma SQLite backend generates for the same rules, run on the same events
-  in an SQLite file database (the documented way to evaluate Sigma with a database), with the
-  kizashi/baseline speed ratio.
+* ``parse_floor``: the standard library's ``json.loads`` over every line, nothing else (the floor);
+* ``stream``: what ``kizashi rules eval --mode stream`` does: orjson decode, the micro-batch
+  evaluator (``RuleSet.microbatch``: 1,024 events or 100 ms), each result serialised to its JSON line,
+  the collector tuned (``tune_gc``);
+  alert latency = wall time from reading a correlation's anchor event to its result coming out;
+* ``stream_per_event``: the same with the per-event ``StreamEvaluator.push`` and the default garbage
+  collector settings (the engine before #17, with #17's correlator changes);
+* ``batch``: ``RuleSet.evaluate_batch`` over the decoded events (what ``--mode batch`` does);
+* ``sqlite``: the Zircolite approach: the SQL the pySigma SQLite backend generates for the same rules,
+  run on the same events loaded from the file into an in-memory SQLite database (load + queries).
 
-Each measurement runs in its own subprocess so peak memory (``ru_maxrss``) is its own.
-Usage: ``python bench/engine.py --sizes 100000,1000000 [--sqlite-max 1000000]``.
+Every row gives events/s, the ratio to the parse floor and peak RSS; kizashi's rows also a digest
+of their sorted result ids (equal digests: identical results).
+Usage: ``python bench/engine.py --sizes 100000,200000,1000000 [--sqlite-max 200000]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -28,7 +35,6 @@ import time
 from collections import deque
 
 import numpy as np
-import pandas as pd
 
 ACCOUNTS = 5000
 MODELS = 40
@@ -83,135 +89,150 @@ def events(n: int, seed: int = 0):
             }
 
 
-def frame(n: int) -> pd.DataFrame:
-    """The same events as :func:`events`, as a DataFrame with categorical columns."""
-    parts = []
-    chunk = 200_000
-    for start in range(0, n, chunk):
-        c = synthetic_columns(min(chunk, n - start), seed=start)
-        kinds = c["kind"]
-        parts.append(pd.DataFrame({
-            "id": np.array([f"ev{start + i}" for i in range(len(kinds))], dtype=object),
-            "time": c["time"] + start * STEP,
-            "kind": kinds,
-            "account": c["account"],
-            "model": c["model"],
-            "score": c["score"],
-        }))
-    df = pd.concat(parts, ignore_index=True)
-    kinds = df.pop("kind").to_numpy()
-    for col, pos in (("detector.name", 0), ("stage", 1), ("attack", 2)):
-        names = sorted({k[pos] for k in KINDS})
-        df[col] = pd.Categorical.from_codes(np.array([names.index(k[pos]) for k in KINDS])[kinds], names)
-    df["atlas.technique"] = pd.Series([[KINDS[k][3]] for k in range(len(KINDS))], dtype=object).to_numpy()[kinds]
-    df["account.id"] = pd.Categorical.from_codes(df.pop("account").to_numpy(), [f"acct-{a}" for a in range(ACCOUNTS)])
-    df["model.id"] = pd.Categorical.from_codes(df.pop("model").to_numpy(), [f"model-{m}" for m in range(MODELS)])
-    return df
+def write_events(path: str, n: int) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for e in events(n):
+            fh.write(json.dumps(e, separators=(",", ":")) + "\n")
 
 
 def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-# -- workers ---------------------------------------------------------------------------------------
+def _digest(ids) -> str:
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
 
 
-def work_stream(n: int) -> dict:
-    from kizashi.engine.sigma import RuleSet
+def _row(n: int, elapsed: float, **extra) -> dict:
+    return {"events": n, "seconds": round(elapsed, 3), "events_per_s": round(n / elapsed),
+            "peak_rss_mb": round(peak_mb(), 1), **extra}
 
-    rs = RuleSet.bundled()
-    ev = rs.stream()
-    pushed: dict[str, float] = {}
+
+# -- workers (each reads the file itself) ----------------------------------------------------------
+
+
+def work_parse_floor(path: str, n: int) -> dict:
+    t0 = time.perf_counter()
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            json.loads(line)
+    return _row(n, time.perf_counter() - t0)
+
+
+def _streamed(path: str, n: int, evaluator) -> dict:
+    from kizashi.cli.rules_cmd import loads
+
+    read_at: dict[str, float] = {}
     recent: deque[str] = deque()
-    latencies = []
+    latencies: list[float] = []
     counts = {"match": 0, "correlation": 0}
+    ids: list[str] = []
     max_state = 0
-    t0 = time.perf_counter()
-    for i, e in enumerate(events(n)):
+    sink = open(os.devnull, "w")  # noqa: SIM115 - closed below; results are serialised as the CLI prints them
+
+    def emit(results) -> None:
         now = time.perf_counter()
-        pushed[e["id"]] = now
-        recent.append(e["id"])
-        if len(recent) > 20000:
-            pushed.pop(recent.popleft(), None)
-        for r in ev.push(e):
+        for r in results:
             counts[r.type] += 1
-            if r.type == "correlation":
-                anchor = r.event_ids[-1]
-                if anchor in pushed:
-                    latencies.append(time.perf_counter() - pushed[anchor])
-        if i % 10_000 == 0:
-            max_state = max(max_state, ev.state_size())
-    for r in ev.flush():
-        counts[r.type] += 1
+            ids.append(r.id)
+            sink.write(r.to_json() + "\n")
+            if r.type == "correlation" and r.event_ids[-1] in read_at:
+                latencies.append(now - read_at[r.event_ids[-1]])
+
+    t0 = time.perf_counter()
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            e = loads(line)
+            eid = e["id"]
+            read_at[eid] = time.perf_counter()
+            recent.append(eid)
+            if len(recent) > 50_000:
+                read_at.pop(recent.popleft(), None)
+            emit(evaluator.push(e))
+            if i % 10_000 == 0:
+                max_state = max(max_state, evaluator.state_size())
+    emit(evaluator.flush())
     elapsed = time.perf_counter() - t0
+    sink.close()
     lat = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
-    return {
-        "events": n, "seconds": round(elapsed, 3), "events_per_s": round(n / elapsed),
-        "peak_rss_mb": round(peak_mb(), 1), "results": counts, "max_state_entries": max_state,
-        "alert_latency_ms": {"p50": round(float(np.nanpercentile(lat, 50)), 3),
-                             "p99": round(float(np.nanpercentile(lat, 99)), 3),
-                             "max": round(float(np.nanmax(lat)), 3)},
-    }
+    return _row(n, elapsed, results=counts, results_digest=_digest(ids), max_state_entries=max_state,
+                alert_latency_ms={"p50": round(float(np.nanpercentile(lat, 50)), 3),
+                                  "p99": round(float(np.nanpercentile(lat, 99)), 3),
+                                  "max": round(float(np.nanmax(lat)), 3)})
 
 
-def work_batch(n: int) -> dict:
+def work_stream(path: str, n: int) -> dict:
+    from kizashi.cli.rules_cmd import tune_gc
     from kizashi.engine.sigma import RuleSet
 
     rs = RuleSet.bundled()
-    df = frame(n)
-    base_mb = peak_mb()
+    tune_gc()  # as rules eval does
+    return _streamed(path, n, rs.microbatch())
+
+
+def work_stream_per_event(path: str, n: int) -> dict:
+    from kizashi.engine.sigma import RuleSet
+
+    return _streamed(path, n, RuleSet.bundled().stream())
+
+
+def work_batch(path: str, n: int) -> dict:
+    from kizashi.cli.rules_cmd import loads, tune_gc
+    from kizashi.engine.sigma import RuleSet
+
+    rs = RuleSet.bundled()
+    tune_gc()  # as rules eval does
     t0 = time.perf_counter()
-    results = rs.evaluate_batch(df)
+    with open(path, encoding="utf-8") as fh:
+        rows = [loads(line) for line in fh]
+    results = rs.evaluate_batch(rows)
     elapsed = time.perf_counter() - t0
     counts = {"match": 0, "correlation": 0}
     for r in results:
         counts[r.type] += 1
-    return {"events": n, "seconds": round(elapsed, 3), "events_per_s": round(n / elapsed),
-            "peak_rss_mb": round(peak_mb(), 1), "input_frame_rss_mb": round(base_mb, 1), "results": counts}
+    return _row(n, elapsed, results=counts, results_digest=_digest(r.id for r in results))
 
 
-def work_sqlite(n: int) -> dict:
+def work_sqlite(path: str, n: int) -> dict:
     from kizashi.engine.sigma.export import ordered_collection
     from kizashi.rules import bundled_rules_path
     from sigma.backends.sqlite import sqliteBackend
 
     texts = [p.read_text() for p in sorted(bundled_rules_path().rglob("*.yml"))]
-    collection = ordered_collection(texts)
     backend = sqliteBackend(timestamp_field="time", event_id_field="id", timestamp_format="unix")
-    queries = backend.convert(collection)
-    with tempfile.TemporaryDirectory() as tmp:
-        conn = sqlite3.connect(os.path.join(tmp, "events.db"))
-        cols = ["id", "time", "detector.name", "stage", "attack", "atlas.technique", "account.id", "model.id", "score"]
-        conn.execute("CREATE TABLE logs (" + ", ".join(
-            f"`{c}` " + ("REAL" if c in ("time", "score") else "TEXT COLLATE NOCASE") for c in cols) + ")")
-        t_load = time.perf_counter()
+    queries = backend.convert(ordered_collection(texts))
+    cols = ["id", "time", "detector.name", "stage", "attack", "atlas.technique", "account.id", "model.id", "score"]
+    t0 = time.perf_counter()
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE logs (" + ", ".join(
+        f"`{c}` " + ("REAL" if c in ("time", "score") else "TEXT COLLATE NOCASE") for c in cols) + ")")
+    with open(path, encoding="utf-8") as fh:
         batch = []
-        for e in events(n):
-            batch.append((e["id"], e["time"], e["detector.name"], e["stage"], e["attack"], e["atlas.technique"][0],
-                          e["account.id"], e["model.id"], e["score"]))
+        for line in fh:
+            e = json.loads(line)
+            batch.append(tuple(e[c][0] if c == "atlas.technique" else e[c] for c in cols))
             if len(batch) == 50_000:
                 conn.executemany("INSERT INTO logs VALUES (?,?,?,?,?,?,?,?,?)", batch)
                 batch = []
         if batch:
             conn.executemany("INSERT INTO logs VALUES (?,?,?,?,?,?,?,?,?)", batch)
-        conn.commit()
-        load_s = time.perf_counter() - t_load
-        t0 = time.perf_counter()
-        rows = 0
-        for q in queries:
-            rows += sum(1 for _ in conn.execute(q))
-        elapsed = time.perf_counter() - t0
-        conn.close()
-    return {"events": n, "seconds": round(elapsed, 3), "events_per_s": round(n / elapsed),
-            "load_seconds": round(load_s, 3), "peak_rss_mb": round(peak_mb(), 1), "result_rows": rows,
-            "queries": len(queries)}
+    conn.commit()
+    load_s = time.perf_counter() - t0
+    rows = 0
+    for q in queries:
+        rows += sum(1 for _ in conn.execute(q))
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    return _row(n, elapsed, load_seconds=round(load_s, 3), query_seconds=round(elapsed - load_s, 3),
+                result_rows=rows, queries=len(queries))
 
 
-WORKERS = {"stream": work_stream, "batch": work_batch, "sqlite": work_sqlite}
+WORKERS = {"parse_floor": work_parse_floor, "stream": work_stream, "stream_per_event": work_stream_per_event,
+           "batch": work_batch, "sqlite": work_sqlite}
 
 
-def run_worker(kind: str, n: int, timeout: float) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--sizes", str(n)]
+def run_worker(kind: str, path: str, n: int, timeout: float) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--file", path, "--sizes", str(n)]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     except subprocess.TimeoutExpired:
@@ -223,31 +244,45 @@ def run_worker(kind: str, n: int, timeout: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="100000,1000000", help="comma list of event counts (10000000 works: ~minutes)")
-    ap.add_argument("--modes", default="stream,batch,sqlite")
-    ap.add_argument("--sqlite-max", type=int, default=1_000_000, help="largest size to run the SQLite baseline on")
+    ap.add_argument("--sizes", default="100000,200000,1000000", help="comma list of event counts")
+    ap.add_argument("--modes", default="parse_floor,stream,stream_per_event,batch,sqlite")
+    ap.add_argument("--sqlite-max", type=int, default=200_000, help="largest size to run the SQLite baseline on")
+    ap.add_argument("--per-event-max", type=int, default=1_000_000, help="largest size for stream_per_event")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per measurement")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--file", help=argparse.SUPPRESS)
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if args.worker:
-        print(json.dumps(WORKERS[args.worker](sizes[0])))
+        print(json.dumps(WORKERS[args.worker](args.file, sizes[0])))
         return
     report: dict = {"accounts": ACCOUNTS, "models": MODELS, "cpu_count": os.cpu_count(), "runs": []}
-    for n in sizes:
-        row: dict = {"events": n}
-        for mode in args.modes.split(","):
-            if mode == "sqlite" and n > args.sqlite_max:
-                row[mode] = {"events": n, "skipped": f"above --sqlite-max {args.sqlite_max}"}
-                continue
-            row[mode] = run_worker(mode, n, args.timeout)
-        base = row.get("sqlite", {}).get("events_per_s")
-        for mode in ("stream", "batch"):
-            eps = row.get(mode, {}).get("events_per_s")
-            if base and eps:
-                row[f"{mode}_vs_sqlite"] = round(eps / base, 2)
-        report["runs"].append(row)
-        print(json.dumps(row), file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            path = os.path.join(tmp, f"events-{n}.jsonl")
+            write_events(path, n)
+            row: dict = {"events": n, "file_mb": round(os.path.getsize(path) / 2**20, 1)}
+            for mode in args.modes.split(","):
+                limit = {"sqlite": args.sqlite_max, "stream_per_event": args.per_event_max}.get(mode)
+                if limit is not None and n > limit:
+                    row[mode] = {"events": n, "skipped": f"above the size limit {limit}"}
+                    continue
+                row[mode] = run_worker(mode, path, n, args.timeout)
+                print(json.dumps({mode: row[mode]}), file=sys.stderr, flush=True)
+            os.unlink(path)
+            floor = row.get("parse_floor", {}).get("events_per_s")
+            sqlite_eps = row.get("sqlite", {}).get("events_per_s")
+            for mode in ("stream", "stream_per_event", "batch", "sqlite"):
+                eps = row.get(mode, {}).get("events_per_s")
+                if floor and eps:
+                    row[mode]["vs_parse_floor"] = round(eps / floor, 3)
+                if sqlite_eps and eps and mode != "sqlite":
+                    row[mode]["vs_sqlite"] = round(eps / sqlite_eps, 2)
+            digests = {row[m]["results_digest"] for m in ("stream", "stream_per_event", "batch")
+                       if "results_digest" in row.get(m, {})}
+            row["kizashi_results_identical"] = len(digests) == 1 if digests else None
+            report["runs"].append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
     print(json.dumps(report, indent=2))
 
 

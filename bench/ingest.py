@@ -1,8 +1,10 @@
-"""Ingest throughput: events/s into the store (SQLite file, and PostgreSQL when KIZASHI_TEST_PG_URL
-is set), store only and store + Sigma pipeline, against a baseline of raw ``executemany`` inserts of
-the same JSON into the same kind of database in the same run. Prints JSON.
+"""Ingest throughput: events/s into the store (SQLite file, and PostgreSQL: ``KIZASHI_TEST_PG_URL``, else
+a throwaway cluster started like the tests' ``postgresql_url`` fixture), store only, store + Sigma
+pipeline (bundled pack) over DetectionEvents, and the whole ``kizashi ingest`` path from JSON lines
+(validate, store, rules, alerts), against a baseline of raw ``executemany`` inserts of the same JSON
+into SQLite in the same run. Prints JSON.
 
-    .venv/bin/python bench/ingest.py [--n 20000] [--batch 500]
+    .venv/bin/python bench/ingest.py [--n 20000] [--batch 500] [--no-pg]
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import argparse
 import json
 import os
 import sqlite3
+import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -49,6 +53,30 @@ def run_store(url: str, events, batch: int, pipeline: bool) -> float:
     return len(events) / dt
 
 
+def run_lines(url: str, lines: list[str], batch: int) -> float:
+    """``kizashi ingest``: JSON lines validated, stored, evaluated by the bundled pack, alerts stored."""
+    store = Store(url)
+    p = Pipeline(store)
+    t = time.perf_counter()
+    p.ingest_lines(lines, batch_size=batch)
+    dt = time.perf_counter() - t
+    store.close()
+    return len(lines) / dt
+
+
+@contextmanager
+def postgresql_url():
+    """``KIZASHI_TEST_PG_URL``, else a throwaway local cluster: the tests' fixture, reused as is."""
+    if os.environ.get("KIZASHI_TEST_PG_URL"):
+        yield os.environ["KIZASHI_TEST_PG_URL"]
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import conftest
+
+    with contextmanager(conftest.postgresql_url.__wrapped__)() as url:
+        yield url
+
+
 def baseline_sqlite(path: Path, events, batch: int) -> float:
     con = sqlite3.connect(path)
     con.execute("PRAGMA journal_mode=WAL")
@@ -79,22 +107,29 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--no-pg", action="store_true", help="SQLite only")
     args = ap.parse_args()
     events = synthetic(args.n)
+    lines = [e.to_json() for e in events]
     out = {"events": args.n, "batch": args.batch, "results": {}}
     with tempfile.TemporaryDirectory() as d:
         out["results"]["sqlite_raw_executemany_baseline"] = round(baseline_sqlite(Path(d) / "raw.db", events, args.batch))
         out["results"]["sqlite_store"] = round(run_store(f"sqlite:///{d}/s.db", events, args.batch, False))
         out["results"]["sqlite_store_plus_rules"] = round(run_store(f"sqlite:///{d}/p.db", events, args.batch, True))
-    pg = os.environ.get("KIZASHI_TEST_PG_URL")
-    if pg:
+        out["results"]["sqlite_ingest_lines"] = round(run_lines(f"sqlite:///{d}/l.db", lines, args.batch))
+    if not args.no_pg:
         from sqlalchemy import text
 
-        for label, pipe in (("postgresql_store", False), ("postgresql_store_plus_rules", True)):
-            url, eng, schema = fresh_pg(pg)
-            out["results"][label] = round(run_store(url, events, args.batch, pipe))
-            with eng.begin() as c:
-                c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        with postgresql_url() as pg:
+            for label in ("postgresql_store", "postgresql_store_plus_rules", "postgresql_ingest_lines"):
+                url, eng, schema = fresh_pg(pg)
+                if label.endswith("lines"):
+                    out["results"][label] = round(run_lines(url, lines, args.batch))
+                else:
+                    out["results"][label] = round(run_store(url, events, args.batch, label.endswith("rules")))
+                with eng.begin() as c:
+                    c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+                eng.dispose()
     r = out["results"]
     out["ratio_store_vs_raw_sqlite"] = round(r["sqlite_store"] / r["sqlite_raw_executemany_baseline"], 3)
     out["unit"] = "events per second"

@@ -6,11 +6,6 @@ import json
 from typing import Annotated
 
 import typer
-from kizashi.engine.events import alert_json_schema, event_json_schema
-from kizashi.mappings import load_atlas, load_catalogue
-from kizashi.mappings.catalogue import ATTACKS, DATA_SOURCES, STAGES, parse_have
-from rich.console import Console
-from rich.table import Table
 
 MARK_GLYPH = {"target": "●", "needed": "□", None: ""}
 
@@ -33,6 +28,11 @@ def catalog(
     atlas_yaml: Annotated[str | None, typer.Option(help="read a newer ATLAS.yaml instead of the bundled 5.6.0")] = None,
 ) -> None:
     """Detection methods of the seed's Table 1 (plus the two simple monitors), filtered."""
+    from kizashi.mappings import load_atlas, load_catalogue
+    from kizashi.mappings.catalogue import ATTACKS, DATA_SOURCES, STAGES, parse_have
+    from rich.console import Console
+    from rich.table import Table
+
     if stage is not None and stage not in STAGES:
         _fail(f"--stage must be one of {', '.join(STAGES)}, not {stage!r}")
     if attack is not None and attack not in ATTACKS:
@@ -76,6 +76,8 @@ def atlas_show(
     atlas_yaml: Annotated[str | None, typer.Option(help="read a newer ATLAS.yaml")] = None,
 ) -> None:
     """Name, tactics, parent, sub-techniques and the catalogue methods that evidence an ID."""
+    from kizashi.mappings import load_atlas, load_catalogue
+
     atlas = load_atlas(atlas_yaml)
     if atlas.has_tactic(id):
         tac = atlas.tactic(id)
@@ -124,6 +126,8 @@ def schema(
     kind: Annotated[str, typer.Argument(help="event | alert")] = "event",
 ) -> None:
     """Print the JSON Schema of kizashi events (or alerts)."""
+    from kizashi.engine.events import alert_json_schema, event_json_schema
+
     if kind not in ("event", "alert"):
         _fail(f"kind must be event or alert, not {kind!r}")
     typer.echo(json.dumps(event_json_schema() if kind == "event" else alert_json_schema(), indent=2))

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
-from kizashi import detectors
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _fail(msg: str) -> None:
@@ -30,6 +31,7 @@ def _needs_text(needs: dict[str, str]) -> str:
 @detectors_app.command("list")
 def detectors_list(format: Annotated[str, typer.Option("--format", help="table | json")] = "table") -> None:
     """Registered detectors: kind, what each needs (``?`` = optional) and the catalogue method it implements."""
+    from kizashi import detectors
     rows = []
     for name in detectors.available():
         cls = detectors.get(name)
@@ -47,6 +49,8 @@ def detectors_list(format: Annotated[str, typer.Option("--format", help="table |
 
 
 def _load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    import numpy as np
+
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -86,6 +90,8 @@ def _load_model(path: str | None, architecture: str | None = None, input_shape: 
 
 def _artifact_events(path: str, model_id: str | None, endpoint: str) -> list:
     """Events of the static ``artifact_scan`` of a model file (run before it is loaded)."""
+    from kizashi import detectors
+
     if not Path(path).is_file():
         _fail(f"no such model file: {path}")
     det = detectors.create("artifact_scan")
@@ -109,6 +115,7 @@ def _emit(events, out: str | None, db: str | None) -> None:
 
 def _detector_names(spec: str, kind: str) -> list[str]:
     """The comma list ``spec`` of registered detectors, each of ``kind``."""
+    from kizashi import detectors
     names = [n.strip() for n in spec.split(",") if n.strip()]
     for n in names:
         try:
@@ -136,6 +143,8 @@ def scan_data(
     allow_pickle: AllowPickleOpt = False,
 ) -> None:
     """Inspect a training set for poisoning and backdoor samples before training on it."""
+    from kizashi import detectors
+
     names = _detector_names(detector, "dataset")
     X, y = _load_npz(data)
     if y is None:
@@ -189,6 +198,8 @@ def scan_model(
 ) -> None:
     """Inspect a trained (outsourced, downloaded) model: first the file itself, statically
     (``artifact_scan``: code that would run on load), then, loaded safely, for a backdoor."""
+    from kizashi import detectors
+
     events = _artifact_events(model, model_id, "model-registry")
     names = [n for n in _detector_names(detector, "model") if n != "artifact_scan"]
     if names and clean is None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from kizashi.engine.sigma import RuleLoadError, RuleSet
 from kizashi.scale.launch import FlinkNotInstalled, read_lines, result_order, run_job
 
 flink_app = typer.Typer(help="Run kizashi's rules as an Apache Flink job (PyFlink, local mode or a cluster).",
@@ -51,6 +50,8 @@ def run(
         _fail("--parallelism must be >= 1")
     if (queries is None) != (detector is None):
         _fail("--queries and --detector go together")
+    from kizashi.engine.sigma import RuleLoadError, RuleSet
+
     try:
         RuleSet.from_paths(rules) if rules else RuleSet.bundled()  # refuse bad rules before starting Java
     except RuleLoadError as exc:

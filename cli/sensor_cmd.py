@@ -12,12 +12,14 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
 
 from .detect_cmd import AllowPickleOpt, ArchitectureOpt, InputShapeOpt, TrustTypeOpt
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _fail(msg: str) -> None:
@@ -157,6 +159,8 @@ def fit_detector(name: str, data: dict[str, np.ndarray], model: Any, params: dic
     if det.needs.query_times is detectors.Need.REQUIRED:
         if "times" in data:
             return det.fit(data["times"], data.get("accounts"))
+        import numpy as np
+
         return det.fit_counts(data.get("counts", np.zeros(1)))
     if det.kind not in ("stream", "input"):
         raise ValueError(f"{name} is a {det.kind} detector: it inspects datasets or models (scan-data / "
@@ -187,6 +191,8 @@ def detectors_fit(
         detectors.get(name)
     except KeyError as exc:
         _fail(str(exc).strip("'\""))
+    import numpy as np
+
     try:
         with np.load(data, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

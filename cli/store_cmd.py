@@ -6,13 +6,14 @@ import json
 import os
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from kizashi.connectors.registry import FORMATTERS, formatter
-from kizashi.engine.pipeline import Pipeline
-from kizashi.engine.sigma import RuleSet
-from kizashi.engine.store import Store, default_db_url
+from kizashi.connectors.registry import FORMATTERS
+
+if TYPE_CHECKING:
+    from kizashi.engine.pipeline import Pipeline
+    from kizashi.engine.sigma import RuleSet
 
 DbOption = Annotated[str | None, typer.Option("--db", help="database URL (default $KIZASHI_DB or sqlite:///kizashi.db)")]
 RulesOption = Annotated[list[str] | None, typer.Option("--rules", help="Sigma rule files/folders (default: bundled pack)")]
@@ -24,7 +25,15 @@ def _fail(msg: str) -> None:
 
 
 def _ruleset(rules: list[str] | None) -> RuleSet:
+    from kizashi.engine.sigma import RuleSet
+
     return RuleSet.from_paths(rules) if rules else RuleSet.bundled()
+
+
+def _store(db: str | None):
+    from kizashi.engine.store import Store, default_db_url  # SQLAlchemy: only for the commands that use it
+
+    return Store(db or default_db_url())
 
 
 def parse_since(value: str | None) -> datetime | None:
@@ -51,7 +60,9 @@ def ingest(
     input_format: Annotated[str, typer.Option("--format", help="jsonl | csv (with --mapping)")] = "jsonl",
 ) -> None:
     """Store events (idempotent on id), evaluate the rules, store alerts; bad lines are quarantined."""
-    store = Store(db or default_db_url())
+    store = _store(db)
+    from kizashi.engine.pipeline import Pipeline
+
     pipe = Pipeline(store, _ruleset(rules), sinks=sink or [])
     if mapping is not None:
         _ingest_mapped(pipe, source, mapping, input_format)
@@ -120,7 +131,9 @@ def serve(
         _fail(f"refusing to listen on {host} without a token: set ${token_env}")
     if max_body < 1 or max_records < 1 or header_timeout <= 0 or body_timeout <= 0:
         _fail("--max-body, --max-records and the timeouts must be positive")
-    store = Store(db or default_db_url())
+    store = _store(db)
+    from kizashi.engine.pipeline import Pipeline
+
     pipe = Pipeline(store, _ruleset(rules))
     app = IngestApp(lambda evs: pipe.ingest(evs).summary(),
                     lambda raw, reason: store.quarantine(raw, reason, source="http"),
@@ -147,7 +160,7 @@ def alerts_list(
     correlated: Annotated[bool, typer.Option(help="only correlation alerts")] = False,
 ) -> None:
     """List alerts (oldest first)."""
-    alerts = Store(db or default_db_url()).list_alerts(since=parse_since(since))
+    alerts = _store(db).list_alerts(since=parse_since(since))
     if correlated:
         alerts = [a for a in alerts if a.rule.type == "correlation"]
     if format == "json":
@@ -170,7 +183,7 @@ def alerts_list(
 @alerts_app.command("show")
 def alerts_show(alert_id: str, db: DbOption = None) -> None:
     """One alert with its chain of events (JSON)."""
-    store = Store(db or default_db_url())
+    store = _store(db)
     a = store.get_alert(alert_id)
     if a is None:
         _fail(f"no alert with id {alert_id!r}")
@@ -190,7 +203,7 @@ def export(
     """Export stored alerts in a SOC format."""
     if fmt not in FORMATTERS:
         _fail(f"format must be one of {', '.join(FORMATTERS)}, not {fmt!r}")
-    store = Store(db or default_db_url())
+    store = _store(db)
     alerts = store.list_alerts(since=parse_since(since))
     events = store.get_events(eid for a in alerts for eid in a.event_ids)
     text = render(fmt, alerts, events, _ruleset(rules))
@@ -204,6 +217,8 @@ def export(
 def render(fmt: str, alerts, events, ruleset: RuleSet | None = None) -> str:
     """Render alerts with the registered formatter ``fmt`` (STIX indicators carry the rules' text)."""
     try:
+        from kizashi.connectors.registry import formatter
+
         f = formatter(fmt, ruleset=ruleset)
     except ImportError as exc:
         _fail(f"the {fmt} connector is not available in this build: {exc}")
@@ -223,7 +238,7 @@ def deliver_cmd(
         configured = load_sinks(sinks)
     except (OSError, ValueError) as exc:
         _fail(str(exc))
-    store = Store(db or default_db_url())
+    store = _store(db)
     try:
         report = deliver(store, configured, batch_size=batch_size)
     finally:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .base import Formatter, Sink
+if TYPE_CHECKING:  # the CLI reads the names at start-up: keep this module light
+    from .base import Formatter, Sink
 
 
 @dataclass(frozen=True, slots=True)

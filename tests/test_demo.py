@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from kizashi.cli.demo_cmd import CAMPAIGNS, run_demo
+from kizashi.cli.demo_run import CAMPAIGNS, run_demo
 from stix2validator import validate_string
 
 pytestmark = pytest.mark.slow  # the module's demo run and its checks take about a minute together

@@ -21,19 +21,45 @@ pySigma (< 2) parses the rules; kizashi evaluates them, one concept per module:
 Specifications: Sigma rules (v2.1) and Sigma correlation rules (v2.1), https://github.com/SigmaHQ/sigma-specification.
 """
 
-from .batch import BatchEvaluator
-from .collection import RuleSet
-from .correlations import CompiledCorrelation, Correlator, Firing
-from .exceptions import RuleLoadError, UnsupportedRuleError
-from .results import RuleResult, results_to_alerts
-from .rule import RuleInfo, atlas_ids_from_tags, check_atlas_tags, rule_key
-from .stream import StreamEvaluator
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .batch import BatchEvaluator
+    from .collection import RuleSet
+    from .correlations import CompiledCorrelation, Correlator, Firing
+    from .exceptions import RuleLoadError, UnsupportedRuleError
+    from .microbatch import MicroBatchEvaluator
+    from .results import RuleResult, results_to_alerts
+    from .rule import RuleInfo, atlas_ids_from_tags, check_atlas_tags, rule_key
+    from .stream import StreamEvaluator
+
+#: public name -> defining module, imported on first use (the batch evaluator needs pandas, results
+#: the pydantic event model: ``kizashi rules eval`` on a few events should not pay for either)
+_HOME = {
+    "BatchEvaluator": "batch",
+    "CompiledCorrelation": "correlations",
+    "Correlator": "correlations",
+    "Firing": "correlations",
+    "MicroBatchEvaluator": "microbatch",
+    "RuleInfo": "rule",
+    "RuleLoadError": "exceptions",
+    "RuleResult": "results",
+    "RuleSet": "collection",
+    "StreamEvaluator": "stream",
+    "UnsupportedRuleError": "exceptions",
+    "atlas_ids_from_tags": "rule",
+    "check_atlas_tags": "rule",
+    "results_to_alerts": "results",
+    "rule_key": "rule",
+}
 
 __all__ = [
     "BatchEvaluator",
     "CompiledCorrelation",
     "Correlator",
     "Firing",
+    "MicroBatchEvaluator",
     "RuleInfo",
     "RuleLoadError",
     "RuleResult",
@@ -45,3 +71,10 @@ __all__ = [
     "results_to_alerts",
     "rule_key",
 ]
+
+
+def __getattr__(name: str):
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{home}"), name)

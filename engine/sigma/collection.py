@@ -17,9 +17,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
@@ -28,13 +27,17 @@ from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import ValueListPlaceholderTransformation
 from sigma.rule import SigmaRule
 
-from .batch import BatchEvaluator
 from .conditions import CompiledDetection
 from .correlations import CompiledCorrelation, dependency_order
 from .exceptions import RuleLoadError, UnsupportedRuleError
 from .results import RuleResult
 from .rule import RuleInfo, rule_key, rule_references
 from .stream import StreamEvaluator
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .microbatch import MicroBatchEvaluator
 
 _DOC_SPLIT = re.compile(r"^---[ \t]*$", re.MULTILINE)
 
@@ -204,11 +207,29 @@ class RuleSet:
     ) -> StreamEvaluator:
         return StreamEvaluator(self, lateness=lateness, id_field=id_field, time_field=time_field)
 
+    def microbatch(
+        self,
+        lateness: timedelta = timedelta(0),
+        id_field: str = "id",
+        time_field: str = "time",
+        *,
+        max_events: int = 1024,
+        max_ms: float = 100.0,
+    ) -> MicroBatchEvaluator:
+        """Streaming in micro-batches (``max_events`` or ``max_ms``, whichever first), detection rules
+        tested column-wise: the :meth:`stream` evaluator's results, in its order, per batch."""
+        from .microbatch import MicroBatchEvaluator
+
+        return MicroBatchEvaluator(self, lateness=lateness, id_field=id_field, time_field=time_field,
+                                   max_events=max_events, max_ms=max_ms)
+
     def evaluate_batch(
         self, events: Iterable[Any] | pd.DataFrame, id_field: str = "id", time_field: str = "time"
     ) -> list[RuleResult]:
         """Evaluate a whole input at once: detection rules as vectorised column masks, correlations
         over the matches in time order. Gives the same results as :meth:`stream` (sorted)."""
+        from .batch import BatchEvaluator  # pandas, imported when a batch is evaluated
+
         return BatchEvaluator(self, id_field=id_field, time_field=time_field).run(events)
 
 

@@ -25,7 +25,6 @@ from ipaddress import ip_address
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sigma.conditions import (
     ConditionAND,
     ConditionFieldEqualsValueExpression,
@@ -477,7 +476,7 @@ class FrameView:
     """A DataFrame of flat events seen column by column; each column is factorised once and every
     value test runs once per distinct value (numpy broadcasts the answers back to the rows)."""
 
-    def __init__(self, frame: pd.DataFrame):
+    def __init__(self, frame: Any):
         self.frame = frame
         self.n = len(frame)
         self.columns = [str(c) for c in frame.columns]
@@ -490,6 +489,8 @@ class FrameView:
 
     def factor(self, name: str) -> tuple[np.ndarray, list[Any]]:
         if name not in self._factors:
+            import pandas as pd  # the batch evaluator's frames are pandas; the stream path never gets here
+
             series = self.frame[name]
             if isinstance(series.dtype, pd.CategoricalDtype):
                 codes = series.cat.codes.to_numpy()

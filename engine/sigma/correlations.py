@@ -24,6 +24,7 @@ import bisect
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -93,6 +94,9 @@ class Entry:
     def __post_init__(self) -> None:
         if self.norm is None and not is_missing(self.value):
             self.norm = group_key(self.value)
+
+
+_entry_ts = attrgetter("ts")  # an Entry's time (the windows' sort key), in C
 
 
 @dataclass(slots=True)
@@ -190,12 +194,13 @@ class CompiledCorrelation:
             for v in raw:
                 if v is None or (type(v) is float and v != v):
                     break
-                key.append(group_key(v))
+                key.append(v.lower() if type(v) is str else group_key(v))
             else:
                 key = tuple(key)
                 group = by_group.get(key)
                 if group is None:
-                    display = {g: _display(v) for g, v in zip(self.group_by, raw, strict=True)}
+                    display = {g: v if type(v) is str else _display(v)
+                               for g, v in zip(self.group_by, raw, strict=True)}
                     group = by_group[key] = (set(), display, values.get(vfield) if vfield else None)
                 group[0].add(slot)
         for key, (slots, display, value) in by_group.items():
@@ -224,14 +229,14 @@ class CompiledCorrelation:
                 firings.append(firing)
             entries = self.windows[key].entries
             if entries[0].ts < horizon:  # drop what no later window can hold
-                del entries[:bisect.bisect_left(entries, horizon, key=lambda e: e.ts)]
+                del entries[:bisect.bisect_left(entries, horizon, key=_entry_ts)]
         return firings
 
     def _evaluate(self, key: tuple, ts: float) -> Firing | None:
         window = self.windows[key]
         entries = window.entries
-        lo = bisect.bisect_left(entries, ts - self.span, key=lambda e: e.ts)
-        hi = bisect.bisect_right(entries, ts, key=lambda e: e.ts)
+        lo = bisect.bisect_left(entries, ts - self.span, key=_entry_ts)
+        hi = bisect.bisect_right(entries, ts, key=_entry_ts)
         if hi <= lo:
             return None
         if self.dedup and window.last_fired is not None and ts - self.span <= window.last_fired:
@@ -278,19 +283,23 @@ class CompiledCorrelation:
         """Drop entries no future window (anchored at or after ``watermark``) can contain, and groups
         left with nothing; ``keys`` limits the sweep to some groups (incremental sweeping)."""
         horizon = watermark - self.span
+        windows = self.windows
         dead = []
-        for key in list(self.windows) if keys is None else keys:
-            window = self.windows.get(key)
+        for key in list(windows) if keys is None else keys:
+            window = windows.get(key)
             if window is None:
                 continue
             entries = window.entries
-            if entries and entries[0].ts < horizon:
-                cut = bisect.bisect_left(entries, horizon, key=lambda e: e.ts)
-                del entries[:cut]
-            if not entries and (window.last_fired is None or window.last_fired < horizon):
+            if entries:
+                if entries[0].ts >= horizon:
+                    continue  # nothing to drop, and the group is alive
+                del entries[:bisect.bisect_left(entries, horizon, key=_entry_ts)]
+                if entries:
+                    continue
+            if window.last_fired is None or window.last_fired < horizon:
                 dead.append(key)
         for key in dead:
-            del self.windows[key]
+            del windows[key]
 
     def evict_some(self, watermark: float, budget: int) -> None:
         """Sweep the next ``budget`` groups (round robin): bounded state without long pauses."""
@@ -390,7 +399,8 @@ class Correlator:
     time, then event id (so the arrival order of simultaneous events does not matter), then arrival.
     """
 
-    SWEEP_BUDGET = 8  # groups swept per correlation and released timestamp
+    SWEEP_BUDGET = 2  # groups swept per correlation and released timestamp, on average ...
+    SWEEP_EVERY = 64  # ... in one sweep every so many released timestamps (fewer, longer calls)
 
     def __init__(self, correlations: Iterable[CompiledCorrelation]):
         """``correlations`` in :func:`dependency_order`, each a fresh state machine."""
@@ -401,6 +411,7 @@ class Correlator:
                 self.consumers.setdefault(key, []).append(corr)
         self.needed_fields = sorted({f for c in self.correlations for f in c.needed_fields()})
         self.released_ts: float | None = None
+        self._releases = 0
         self._users: dict[tuple, list[CompiledCorrelation]] = {}
 
     def release(self, ts: float, records: list[Record]) -> list[Firing]:
@@ -426,8 +437,10 @@ class Correlator:
                     outer.push(firing.ts, order, firing.chain, [corr.key], firing.group)
         if self.released_ts is None or ts > self.released_ts:
             self.released_ts = ts
-        for corr in self.correlations:  # a few idle groups per step: bounded state, no long pauses
-            corr.evict_some(self.released_ts, self.SWEEP_BUDGET)
+        self._releases += 1
+        if self._releases % self.SWEEP_EVERY == 0:  # a few idle groups at a time: bounded state, no long pauses
+            for corr in self.correlations:
+                corr.evict_some(self.released_ts, self.SWEEP_BUDGET * self.SWEEP_EVERY)
         return firings
 
     def evict(self) -> None:

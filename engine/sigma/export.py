@@ -20,9 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sigma.backends.elasticsearch import EqlBackend, ESQLBackend, LuceneBackend
-from sigma.backends.splunk import SplunkBackend
-from sigma.backends.sqlite import sqliteBackend
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule, SigmaCorrelationType
 from sigma.exceptions import SigmaError
@@ -33,8 +30,7 @@ from sigma.rule import SigmaRule
 from .correlations import dependency_order
 from .exceptions import RuleLoadError
 from .rule import rule_key
-
-TARGETS = ("splunk", "esql", "eql", "lucene", "sqlite")
+from .targets import TARGETS
 
 #: kizashi flat field -> ECS (Elastic Common Schema) field; unlisted fields go under ``kizashi.``
 ECS_FIELDS: dict[str, str] = {
@@ -89,6 +85,11 @@ def kizashi_pipeline(target: str) -> ProcessingPipeline:
 
 
 def _backend(target: str):
+    # the backends are imported when a query is converted (``kizashi rules export``), not at start-up
+    from sigma.backends.elasticsearch import EqlBackend, ESQLBackend, LuceneBackend
+    from sigma.backends.splunk import SplunkBackend
+    from sigma.backends.sqlite import sqliteBackend
+
     pipeline = kizashi_pipeline(target)
     if target == "splunk":
         return SplunkBackend(pipeline)

@@ -17,18 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from ..events import DetectionEvent
-
 
 def normalise_event(event: Any) -> dict[str, Any]:
     """A DetectionEvent (its flat form), a flat dict, or a nested JSON object -> flat dict."""
-    if isinstance(event, DetectionEvent):
-        return event.flat()
     if isinstance(event, dict):
         for v in event.values():
             if isinstance(v, dict):
                 return flatten_json(event)
         return event  # already flat: read, never modified
+    from ..events import DetectionEvent  # imported once someone passes one (pydantic)
+
+    if isinstance(event, DetectionEvent):
+        return event.flat()
     if isinstance(event, Mapping):
         return normalise_event(dict(event))
     if isinstance(event, str | bytes):

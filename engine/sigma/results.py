@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from ..events import Alert, AtlasTags, DetectionEvent, RuleRef, deterministic_alert_id
 from .rule import RuleInfo, atlas_ids_from_tags
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the pydantic event model is imported where alerts are built, not at start-up
+    from ..events import Alert, DetectionEvent
     from .correlations import Firing
 
 
@@ -100,6 +100,8 @@ def match_result(info: RuleInfo, event_id: str, ts: float | None) -> RuleResult:
 
 def correlation_result(info: RuleInfo, firing: Firing) -> RuleResult:
     """A correlation whose condition held: the chain of events behind it, its group and metric."""
+    from ..events import deterministic_alert_id
+
     ids = list(dict.fromkeys(c[1] for c in firing.chain))
     return RuleResult(
         type="correlation",
@@ -135,6 +137,8 @@ def results_to_alerts(results: Iterable[RuleResult], events_by_id: Mapping[str, 
     techniques and the rule's ATLAS tags (tactics likewise). A result whose events are not all in
     ``events_by_id`` raises ``KeyError`` naming the missing ids.
     """
+    from ..events import Alert, AtlasTags, RuleRef
+
     alerts = []
     for r in results:
         missing = [i for i in r.event_ids if i not in events_by_id]
@@ -165,6 +169,8 @@ def results_to_alerts(results: Iterable[RuleResult], events_by_id: Mapping[str, 
 
 
 def _as_detection_event(value: Any) -> DetectionEvent:
+    from ..events import DetectionEvent
+
     if isinstance(value, DetectionEvent):
         return value
     return DetectionEvent.parse(value)

@@ -42,28 +42,35 @@ class StreamEvaluator:
 
     def push(self, event: Any) -> list[RuleResult]:
         flat = normalise_event(event)
+        matched = [key for key, det in self._detections if det.match(flat)]
+        return self.admit(flat, self.event_id(flat), event_timestamp(flat.get(self.time_field)), matched)
+
+    def event_id(self, flat: dict[str, Any]) -> str:
+        """The event's id field as text, or a hash of its content when it has none."""
         eid = flat.get(self.id_field)
-        eid = content_id(flat) if eid is None or eid == "" else str(eid)
-        ts = event_timestamp(flat.get(self.time_field))
-        seq = self.seq
+        return content_id(flat) if eid is None or eid == "" else str(eid)
+
+    def admit(self, flat: dict[str, Any], eid: str, ts: float | None, matched: list[str]) -> list[RuleResult]:
+        """One event whose detection rules are already tested (``matched``: keys in rule-set order):
+        its match results now, its correlation records held until the watermark passes them. The
+        per-event :meth:`push` and the micro-batch evaluator both end here, so they cannot differ."""
         self.seq += 1
         self.stats["events"] += 1
         results: list[RuleResult] = []
-        matched = []
         info = self.ruleset.info
         correlated = self.ruleset.correlated_keys
-        for key, det in self._detections:
-            if det.match(flat):
-                if info[key].emits:
-                    results.append(match_result(info[key], eid, ts))
-                if key in correlated:
-                    matched.append(key)
+        to_correlate = []
+        for key in matched:
+            if info[key].emits:
+                results.append(match_result(info[key], eid, ts))
+            if key in correlated:
+                to_correlate.append(key)
         if ts is None:
             self.stats["untimed"] += 1
             return results
-        if matched:
+        if to_correlate:
             values = {f: flat.get(f) for f in self.correlator.needed_fields}
-            record = (ts, eid, seq, tuple(matched), values)
+            record = (ts, eid, self.seq - 1, tuple(to_correlate), values)
             released = self.correlator.released_ts
             if released is not None and ts <= released:
                 self.stats["late"] += 1
@@ -72,7 +79,8 @@ class StreamEvaluator:
                 heapq.heappush(self.heap, record)
         if self.max_ts is None or ts > self.max_ts:
             self.max_ts = ts
-        results.extend(self._release(self.max_ts - self.lateness, inclusive=False))
+        if self.heap and self.heap[0][0] < self.max_ts - self.lateness:
+            results.extend(self._release(self.max_ts - self.lateness, inclusive=False))
         return results
 
     def _release(self, watermark: float, *, inclusive: bool) -> list[RuleResult]:
@@ -102,8 +110,12 @@ class StreamEvaluator:
     # -- persistence ---------------------------------------------------------------------------
     def snapshot(self) -> bytes:
         """Correlation state as bytes (compressed JSON, no code): restore it after a restart."""
+        return zlib.compress(json.dumps(self.state(), default=str, separators=(",", ":")).encode())
+
+    def state(self) -> dict[str, Any]:
+        """The state :meth:`snapshot` compresses, as JSON-able data."""
         correlations = self.correlator.snapshot()
-        state = {
+        return {
             "version": 1,
             "rules": sorted(self.ruleset.info),
             "heap": [list(r[:3]) + [list(r[3]), r[4]] for r in self.heap],
@@ -113,13 +125,16 @@ class StreamEvaluator:
             "stats": self.stats,
             "correlations": correlations["correlations"],
         }
-        return zlib.compress(json.dumps(state, default=str, separators=(",", ":")).encode())
 
     def restore(self, data: bytes) -> None:
         try:
             state = json.loads(zlib.decompress(data))
         except (zlib.error, ValueError) as exc:
             raise ValueError(f"not a kizashi stream snapshot: {exc}") from None
+        self.restore_state(state)
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
         if state.get("version") != 1:
             raise ValueError("unsupported snapshot version")
         if state["rules"] != sorted(self.ruleset.info):
