@@ -12,8 +12,10 @@ import typer
 from kizashi.connectors.registry import FORMATTERS
 
 if TYPE_CHECKING:
+    from kizashi.engine.alerting import AlertingConfig
     from kizashi.engine.pipeline import Pipeline
     from kizashi.engine.sigma import RuleSet
+    from kizashi.engine.store import Store
 
 DbOption = Annotated[str | None, typer.Option("--db", help="database URL (default $KIZASHI_DB or sqlite:///kizashi.db)")]
 RulesOption = Annotated[list[str] | None, typer.Option("--rules", help="Sigma rule files/folders (default: bundled pack)")]
@@ -22,6 +24,11 @@ RulesOption = Annotated[list[str] | None, typer.Option("--rules", help="Sigma ru
 def _fail(msg: str) -> None:
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(2)
+
+
+AlertingOption = Annotated[str | None, typer.Option(
+    "--alerting", help="alerting config TOML: which rules alert, entity risk, suppression "
+                       "(default: the bundled pack's SOC defaults with the bundled pack, plain Sigma with --rules)")]
 
 
 def _ruleset(rules: list[str] | None) -> RuleSet:
@@ -34,6 +41,17 @@ def _store(db: str | None):
     from kizashi.engine.store import Store, default_db_url  # SQLAlchemy: only for the commands that use it
 
     return Store(db or default_db_url())
+
+
+def _alerting(rules: list[str] | None, path: str | None = None) -> AlertingConfig:
+    from kizashi.engine.alerting import AlertingConfig
+
+    if path is not None:
+        try:
+            return AlertingConfig.from_file(path)
+        except (OSError, ValueError, TypeError) as exc:  # tomllib.TOMLDecodeError is a ValueError
+            _fail(f"--alerting {path}: {exc}")
+    return AlertingConfig() if rules else AlertingConfig.bundled()
 
 
 def parse_since(value: str | None) -> datetime | None:
@@ -58,12 +76,14 @@ def ingest(
     batch_size: Annotated[int, typer.Option(help="events per transaction")] = 500,
     mapping: Annotated[str | None, typer.Option(help="YAML field mapping for third-party JSON/CSV records")] = None,
     input_format: Annotated[str, typer.Option("--format", help="jsonl | csv (with --mapping)")] = "jsonl",
+    alerting: AlertingOption = None,
 ) -> None:
-    """Store events (idempotent on id), evaluate the rules, store alerts; bad lines are quarantined."""
+    """Store events (idempotent on id), evaluate the rules, store alerts and risk observations;
+    bad lines are quarantined."""
     store = _store(db)
     from kizashi.engine.pipeline import Pipeline
 
-    pipe = Pipeline(store, _ruleset(rules), sinks=sink or [])
+    pipe = Pipeline(store, _ruleset(rules), sinks=sink or [], alerting=_alerting(rules, alerting))
     if mapping is not None:
         _ingest_mapped(pipe, source, mapping, input_format)
         return
@@ -134,7 +154,7 @@ def serve(
     store = _store(db)
     from kizashi.engine.pipeline import Pipeline
 
-    pipe = Pipeline(store, _ruleset(rules))
+    pipe = Pipeline(store, _ruleset(rules), alerting=_alerting(rules))
     app = IngestApp(lambda evs: pipe.ingest(evs).summary(),
                     lambda raw, reason: store.quarantine(raw, reason, source="http"),
                     token=token, max_records=max_records)
@@ -158,8 +178,13 @@ def alerts_list(
     since: Annotated[str | None, typer.Option(help="ISO time or span (24h, 7d)")] = None,
     format: Annotated[str, typer.Option("--format", help="table | json")] = "table",
     correlated: Annotated[bool, typer.Option(help="only correlation alerts")] = False,
+    observations: Annotated[bool, typer.Option("--observations", help="the risk observations (rule results "
+                                               "that are not alerts, every detection match) instead")] = False,
 ) -> None:
-    """List alerts (oldest first)."""
+    """List alerts (oldest first), or with --observations the risk observations."""
+    if observations:
+        _list_observations(_store(db), parse_since(since), format)
+        return
     alerts = _store(db).list_alerts(since=parse_since(since))
     if correlated:
         alerts = [a for a in alerts if a.rule.type == "correlation"]
@@ -176,6 +201,26 @@ def alerts_list(
     for a in alerts:
         t.add_row(a.first_seen.strftime("%Y-%m-%d %H:%M:%S"), a.level, a.rule.title or a.rule.name or a.rule.id,
                   ", ".join(f"{k}={v}" for k, v in a.group.items()), str(a.count), " ".join(a.atlas.techniques))
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console.print(t)
+
+
+def _list_observations(store: Store, since: datetime | None, format: str) -> None:
+    rows = store.list_observations(since=since)
+    if format == "json":
+        for o in rows:
+            typer.echo(json.dumps(o, sort_keys=True))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{len(rows)} observation(s)")
+    for col in ("time", "level", "rule", "entities", "risk", "events"):
+        t.add_column(col)
+    for o in rows:
+        t.add_row(str(o.get("time") or o.get("last_seen") or "")[:19].replace("T", " "), o["level"],
+                  o.get("name") or o["rule"], ", ".join(f"{k}={v}" for k, v in o["entities"].items()),
+                  f"{o['risk']:g}", str(len(o["event_ids"])))
     console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(t)
 

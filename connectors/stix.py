@@ -128,6 +128,7 @@ class StixFormatter:
     def _alert_objects(self, v: AlertView, add) -> None:
         a = v.alert
         created = iso_z(a.created)
+        modified = iso_z(max(a.updated, a.created)) if a.updated else created  # an update: same ids
         members: list[str] = []
 
         model_ids = [add(self.model_identity_object(m)) for m in a.models] or [KIZASHI_IDENTITY_ID]
@@ -154,7 +155,7 @@ class StixFormatter:
                 "spec_version": "2.1",
                 "id": stix_id("observed-data", a.id),
                 "created": created,
-                "modified": created,
+                "modified": modified,
                 "created_by_ref": KIZASHI_IDENTITY_ID,
                 "first_observed": iso_z(a.first_seen),
                 "last_observed": iso_z(a.last_seen),
@@ -175,7 +176,7 @@ class StixFormatter:
             "spec_version": "2.1",
             "id": stix_id("sighting", a.id),
             "created": created,
-            "modified": created,
+            "modified": modified,
             "created_by_ref": KIZASHI_IDENTITY_ID,
             "description": v.summary(),
             "first_seen": iso_z(a.first_seen),
@@ -194,7 +195,7 @@ class StixFormatter:
             "spec_version": "2.1",
             "id": stix_id("grouping", a.id),
             "created": created,
-            "modified": created,
+            "modified": modified,
             "created_by_ref": KIZASHI_IDENTITY_ID,
             "name": f"{v.title} ({a.id})",
             "description": v.summary(),

@@ -268,11 +268,18 @@ class Alert(_Model):
     value: float | None = None
     count: int = 0
     tags: list[str] = Field(default_factory=list)
+    occurrences: int = Field(default=1, ge=1, description="Rule results merged into this alert (suppression)")
+    updated: AwareDatetime | None = Field(default=None, description="When a later result last updated it")
 
     @field_validator("first_seen", "last_seen", "created")
     @classmethod
     def _to_utc(cls, v: datetime) -> datetime:
         return _utc(v)
+
+    @field_validator("updated")
+    @classmethod
+    def _updated_utc(cls, v: datetime | None) -> datetime | None:
+        return None if v is None else _utc(v)
 
     @model_validator(mode="after")
     def _order(self) -> Alert:
@@ -463,6 +470,8 @@ def flatten_alert(alert: Alert) -> dict[str, Any]:
         "value": d["value"],
         "count": d["count"],
         "tags": d["tags"],
+        "occurrences": d["occurrences"],
+        "updated": d["updated"].replace("+00:00", "Z") if d["updated"] else None,
     }
     for k, v in d["group"].items():
         out[f"group.{k}"] = v

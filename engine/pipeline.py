@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from .alerting import AlertingConfig
 from .events import Alert, DetectionEvent, EventValidationError
-from .sigma import RuleSet, results_to_alerts
+from .incidents import merge, names_entity, suppression_group
+from .risk import RISK_RULE_PREFIX, RiskEngine, entities
+from .sigma import RuleResult, RuleSet, results_to_alerts
 from .store import IngestResult, Store
 
 
@@ -30,29 +33,43 @@ def max_timespan(ruleset: RuleSet) -> timedelta:
 
 @dataclass
 class PipelineResult(IngestResult):
-    alerts: list[Alert] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)  # new alerts
+    updated: list[Alert] = field(default_factory=list)  # alerts updated by a later result (suppression)
+    observations: int = 0
 
     def summary(self) -> dict[str, int]:
         d = super().summary()
         d["alerts"] = len(self.alerts)
+        d["alerts_updated"] = len(self.updated)
+        d["observations"] = self.observations
         return d
 
 
 class Pipeline:
-    """Feeds events through the store and the rule engine; stores new alerts with outbox rows.
+    """Feeds events through the store and the rule engine; rule results become alerts (stored with
+    outbox rows, one incident per rule and group per suppression window) or risk observations
+    (stored with their event), and observations add entity risk (:mod:`.risk`), as ``alerting``
+    says (default: the bundled pack's SOC defaults with the bundled pack, plain Sigma otherwise).
 
     ``event_clock=True`` stamps each alert ``created`` = its last event's time instead of the wall
     clock: a simulated or replayed day then raises its alerts when they would have been raised, and
     its outputs are reproducible."""
 
     def __init__(self, store: Store, ruleset: RuleSet | None = None, *, sinks: Sequence[str] = (),
-                 lateness: timedelta = timedelta(0), recover: bool = True, event_clock: bool = False):
+                 lateness: timedelta = timedelta(0), recover: bool = True, event_clock: bool = False,
+                 alerting: AlertingConfig | None = None):
         self.store = store
         self.event_clock = event_clock
+        if alerting is None:
+            alerting = AlertingConfig.bundled() if ruleset is None else AlertingConfig()
+        self.alerting = alerting
         self.ruleset = ruleset or RuleSet.bundled()
         self.sinks = list(sinks)
         self.lateness = lateness
-        self.evaluator = self.ruleset.stream(lateness=lateness)
+        self.evaluator = self.ruleset.observing().stream(lateness=lateness)
+        self.risk = RiskEngine(alerting, lateness=lateness) if alerting.risk_enabled else None
+        self.updated_alerts: list[Alert] = []
+        self.observation_count = 0
         self.recovered_alerts: list[Alert] = []
         if recover:
             self.recovered_alerts = self._recover()
@@ -63,22 +80,79 @@ class Pipeline:
             return []
         since = latest - max_timespan(self.ruleset) - self.lateness
         results = []
+        known = {}
         for e in self.store.iter_events(since=since):
+            known[e.id] = e
             results.extend(self.evaluator.push(e))
         results.extend(self.evaluator.flush())
-        return self._store_results(results, {})
+        return self._store_results(results, known)
 
-    def _store_results(self, results: list, known: dict[str, DetectionEvent]) -> list[Alert]:
+    def _store_results(self, results: list[RuleResult], known: dict[str, DetectionEvent]) -> list[Alert]:
+        """Results -> observations (with entity risk) and alerts (new incidents or updates)."""
         if not results:
             return []
         needed = {eid for r in results for eid in r.event_ids if eid not in known}
         events = dict(known)
         events.update(self.store.get_events(needed))
-        alerts = results_to_alerts(results, events)
-        if self.event_clock:
-            for a in alerts:
+        info, correlated = self.ruleset.info, self.ruleset.correlated_keys
+        delivered, observations, records = [], [], []
+        for r in results:  # every detection match is an observation (alert or not) and adds risk
+            alert = self.alerting.delivers(r.type, info[r.rule_id], correlated=r.rule_id in correlated)
+            if alert:
+                delivered.append(r)
+            risk = 0.0
+            if r.type == "match":
+                event = events[r.event_ids[0]]
+                risk = self.alerting.points(r.level, event.severity)
+                if self.risk is not None:
+                    records += self.risk.records(event, r.level, r.tags)[1]
+            if r.type == "match" or not alert:
+                observations.append(self._observation(r, events, risk))
+        self.observation_count += self.store.add_observations(observations)
+        if self.risk is not None and records:
+            risk_results = self.risk.push(records) + self.risk.flush()
+            needed = {eid for r in risk_results for eid in r.event_ids if eid not in events}
+            events.update(self.store.get_events(needed))
+            delivered += risk_results
+        alerts = results_to_alerts(delivered, events)
+        by_id = {r.id: r for r in delivered}
+        for a in alerts:
+            if self.event_clock:
                 a.created = a.last_seen
-        return self.store.add_alerts(alerts, sinks=self.sinks)
+            if by_id[a.id].type == "match":
+                a.group = suppression_group(events[a.event_ids[0]], self.alerting.suppress_by)
+        alerts.sort(key=lambda a: (a.last_seen, a.rule.id.startswith(RISK_RULE_PREFIX), a.id))
+        return self._raise(alerts)
+
+    def _observation(self, r: RuleResult, events: dict[str, DetectionEvent], risk: float) -> dict:
+        last = events[r.event_ids[-1]]
+        body = r.to_dict()
+        body.update(event_ids=r.event_ids, risk=round(risk, 6), entities=entities(last))
+        return {"id": r.id, "event_id": last.id, "rule_id": r.rule_id, "kind": r.type,
+                "time": r.last_seen or last.time, "risk": risk, "body": body}
+
+    def _raise(self, alerts: list[Alert]) -> list[Alert]:
+        """Each alert: a new incident, an update of an open one (same rule and group within the
+        suppression window), or, for a risk alert about an entity an open incident names, nothing."""
+        window = self.alerting.suppression_window
+        new: list[Alert] = []
+        for a in alerts:
+            if self.store.get_alert(a.id) is not None:
+                continue  # a replay after a restart
+            if a.rule.id.startswith(RISK_RULE_PREFIX):
+                open_ = self.store.list_alerts(since=a.last_seen - window)
+                if any(names_entity(o, a.group) for o in open_ if not o.rule.id.startswith(RISK_RULE_PREFIX)
+                       and o.first_seen <= a.last_seen):
+                    continue
+            incident = self.store.open_alert(a.rule.id, a.group, since=a.first_seen - window)
+            if incident is None:
+                new += self.store.add_alerts([a], sinks=self.sinks)
+                continue
+            updated = merge(incident, a, now=a.last_seen if self.event_clock else a.created)
+            if updated is not None:
+                self.store.update_alert(updated, sinks=self.sinks)
+                self.updated_alerts.append(updated)
+        return new
 
     def ingest(self, events: Iterable[DetectionEvent]) -> PipelineResult:
         """Store ``events`` (duplicates counted) and evaluate the new ones, in time order."""
@@ -89,7 +163,10 @@ class Pipeline:
         for e in sorted(stored.new_events, key=lambda e: (e.time, e.id)):
             results.extend(self.evaluator.push(e))
         results.extend(self.evaluator.flush())
+        before_updates, before_obs = len(self.updated_alerts), self.observation_count
         out.alerts = self._store_results(results, {e.id: e for e in stored.new_events})
+        out.updated = self.updated_alerts[before_updates:]
+        out.observations = self.observation_count - before_obs
         return out
 
     def ingest_lines(self, lines: Iterable[str | bytes], *, source: str = "", batch_size: int = 500) -> PipelineResult:
@@ -117,6 +194,8 @@ class Pipeline:
 def _merge(total: PipelineResult, part: PipelineResult) -> None:
     total.add(part)
     total.alerts.extend(part.alerts)
+    total.updated.extend(part.updated)
+    total.observations += part.observations
 
 
 def parse_event_line(text: str) -> DetectionEvent:

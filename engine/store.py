@@ -11,6 +11,7 @@ quarantine of rejected input. SQLite file by default (WAL), PostgreSQL by URL
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,8 +40,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from .events import Alert, DetectionEvent
+from .incidents import group_key
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_DB_FILE = "kizashi.db"
 
 metadata = MetaData()
@@ -75,6 +77,20 @@ alerts_table = Table(
     Column("last_seen", DateTime(timezone=True), nullable=False, index=True),
     Column("created", DateTime(timezone=True), nullable=False),
     Column("body", Text, nullable=False),
+    Column("group_key", Text),  # rule group (kizashi.engine.incidents.group_key): suppression look-up
+    Index("ix_alerts_rule_last_seen", "rule_id", "last_seen"),
+)
+
+#: rule results that are not alerts (risk observations), stored with their event
+observations_table = Table(
+    "observations", metadata,
+    Column("id", String(200), primary_key=True),  # the rule result's id
+    Column("event_id", String(200), nullable=False, index=True),  # the (last) event it is about
+    Column("rule_id", String(1024), nullable=False),
+    Column("kind", String(16), nullable=False),  # match | correlation
+    Column("time", DateTime(timezone=True), nullable=False, index=True),
+    Column("risk", Float, nullable=False),
+    Column("body", Text, nullable=False),  # JSON: the result, its entities and risk
 )
 
 alert_events_table = Table(
@@ -109,6 +125,8 @@ quarantine_table = Table(
 #: version -> list of SQL statements upgrading from version-1 (dialect-neutral DDL only)
 MIGRATIONS: dict[int, list[str]] = {
     2: ["CREATE INDEX IF NOT EXISTS ix_events_account_time ON events (account, time)"],
+    3: ["ALTER TABLE alerts ADD COLUMN group_key TEXT",
+        "CREATE INDEX IF NOT EXISTS ix_alerts_rule_last_seen ON alerts (rule_id, last_seen)"],
 }
 
 MAX_QUARANTINE_RAW = 64 * 1024
@@ -287,7 +305,8 @@ class Store:
                 return new
             conn.execute(insert(alerts_table), [
                 {"id": a.id, "rule_id": a.rule.id, "level": a.level, "first_seen": a.first_seen,
-                 "last_seen": a.last_seen, "created": a.created, "body": a.to_json()} for a in new])
+                 "last_seen": a.last_seen, "created": a.created, "body": a.to_json(),
+                 "group_key": group_key(a.group)} for a in new])
             links = [{"alert_id": a.id, "position": i, "event_id": eid} for a in new for i, eid in enumerate(a.event_ids)]
             if links:
                 conn.execute(insert(alert_events_table), links)
@@ -320,6 +339,72 @@ class Store:
     def alert_ids(self) -> set[str]:
         with self.engine.connect() as conn:
             return set(conn.execute(select(alerts_table.c.id)).scalars())
+
+    def open_alert(self, rule_id: str, group: dict[str, Any], *, since: datetime) -> Alert | None:
+        """The latest alert of ``rule_id`` and ``group`` last seen at or after ``since`` (suppression)."""
+        q = (select(alerts_table.c.body)
+             .where(alerts_table.c.rule_id == rule_id, alerts_table.c.group_key == group_key(group),
+                    alerts_table.c.last_seen >= _utc(since))
+             .order_by(alerts_table.c.last_seen.desc()).limit(1))
+        with self.engine.connect() as conn:
+            body = conn.execute(q).scalar()
+        return Alert.parse(body) if body else None
+
+    def update_alert(self, alert: Alert, *, sinks: Sequence[str] = ()) -> None:
+        """Store the new state of an existing alert (same id): body, times, new chain links; its
+        outbox rows are due again, so sinks receive the update (one row per sink, latest state)."""
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            conn.execute(update(alerts_table).where(alerts_table.c.id == alert.id)
+                         .values(first_seen=alert.first_seen, last_seen=alert.last_seen, body=alert.to_json()))
+            have = int(conn.execute(select(func.count()).select_from(alert_events_table)
+                                    .where(alert_events_table.c.alert_id == alert.id)).scalar() or 0)
+            links = [{"alert_id": alert.id, "position": i, "event_id": eid}
+                     for i, eid in enumerate(alert.event_ids) if i >= have]
+            if links:
+                conn.execute(insert(alert_events_table), links)
+            conn.execute(update(outbox_table).where(outbox_table.c.alert_id == alert.id)
+                         .values(delivered_at=None, attempts=0, last_error=None, next_try=now))
+            queued = set(conn.execute(select(outbox_table.c.sink).where(outbox_table.c.alert_id == alert.id)).scalars())
+            rows = [{"alert_id": alert.id, "sink": s, "attempts": 0, "next_try": now} for s in sinks if s not in queued]
+            if rows:
+                conn.execute(insert(outbox_table), rows)
+
+    # -- observations ---------------------------------------------------------------------------
+    def add_observations(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Store observations (``id``, ``event_id``, ``rule_id``, ``kind``, ``time``, ``risk``, ``body``
+        as a dict); idempotent on id. Returns how many were new."""
+        batch = list({r["id"]: r for r in rows}.values())
+        if not batch:
+            return 0
+        with self.engine.begin() as conn:
+            existing: set[str] = set()
+            ids = [r["id"] for r in batch]
+            for i in range(0, len(ids), 500):
+                existing.update(conn.execute(select(observations_table.c.id)
+                                             .where(observations_table.c.id.in_(ids[i:i + 500]))).scalars())
+            new = [{**r, "body": json.dumps(r["body"], default=str, sort_keys=True)} for r in batch
+                   if r["id"] not in existing]
+            if new:
+                conn.execute(insert(observations_table), new)
+        return len(new)
+
+    def list_observations(self, *, since: datetime | None = None, event_id: str | None = None,
+                          limit: int | None = None) -> list[dict[str, Any]]:
+        """Observations (time order), each the stored JSON body."""
+        q = select(observations_table.c.body).order_by(observations_table.c.time, observations_table.c.id)
+        if since is not None:
+            q = q.where(observations_table.c.time >= _utc(since))
+        if event_id is not None:
+            q = q.where(observations_table.c.event_id == event_id)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [json.loads(b) for (b,) in conn.execute(q)]
+
+    def count_observations(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(observations_table)).scalar() or 0)
 
     # -- outbox ---------------------------------------------------------------------------------
     def enqueue(self, alert_ids: Iterable[str], sink: str) -> int:
@@ -395,6 +480,7 @@ class Store:
 
     def stats(self) -> dict[str, Any]:
         return {"events": self.count_events(), "alerts": self.count_alerts(),
+                "observations": self.count_observations(),
                 "quarantine": self.count_quarantine(), "outbox": self.outbox_status(),
                 "schema_version": self.schema_version(), "url": _redact(self.url)}
 

@@ -198,6 +198,17 @@ class RuleSet:
                 return self.sources[ref]
         return yaml.safe_dump(rule.to_dict(), sort_keys=False, allow_unicode=True)
 
+    def observing(self) -> RuleSet:
+        """This rule set with every detection rule reporting its matches, whatever ``generate`` says:
+        the pipeline keeps the matches that are not alerts as risk observations (``info`` of the
+        original set still says which rules emit)."""
+        import copy
+        from dataclasses import replace
+
+        view = copy.copy(self)
+        view.info = {k: replace(i, emits=True) if i.correlation_type is None else i for k, i in self.info.items()}
+        return view
+
     # -- evaluation --------------------------------------------------------------------------
     def stream(
         self,
