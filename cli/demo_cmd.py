@@ -13,7 +13,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="output directory")] = Path("kizashi-demo"),
     seed: Annotated[int, typer.Option(help="random seed (the run is deterministic for a seed)")] = 0,
     db: Annotated[str | None, typer.Option("--db", help="store URL (default: a SQLite file in --out)")] = None,
-    benign_accounts: Annotated[int, typer.Option(help="number of benign accounts")] = 60,
+    benign_accounts: Annotated[int, typer.Option("--benign-accounts", "--benign", help="number of benign accounts")] = 60,
     quick: Annotated[bool, typer.Option("--quick", help="a smaller day: 20 benign accounts")] = False,
 ) -> None:
     """Real attacks on a real model, caught by kizashi, end to end (about 20 s on two cores)."""
@@ -44,9 +44,12 @@ def demo(
     console.print(t)
     b = summary["benign"]
     console.print(f"benign accounts: {b['accounts_with_any_event']} with any event, "
-                  f"{len(b['accounts_in_correlated_alerts'])} in a correlated alert")
+                  f"{len(b['accounts_in_correlated_alerts'])} in a correlated alert, "
+                  f"{summary['soc']['benign_accounts_in_delivered_alerts']} in a delivered alert")
+    console.print(f"delivered to the SOC: {summary['soc']['delivered_alerts']} alerts; "
+                  f"{summary['observations']} risk observations kept")
     console.print(f"outputs in {out}/ (report.html, summary.json, events.jsonl, alerts.jsonl, stix-bundle.json, "
-                  f"navigator-layer.json, alerts.cef) — {summary['wall_time_s']} s")
+                  f"navigator-layer.json, alerts.cef, observations.jsonl) — {summary['wall_time_s']} s")
 
 
 def register(app: typer.Typer) -> None:

@@ -119,10 +119,14 @@ def write_report(path: Path, run, events, summary: dict[str, Any]) -> None:
                           f"{c['first_precursor_time'] or '-'} ({c['first_precursor_detector'] or '-'})",
                           c["correlated_alert_time"] or "-", c["correlated_alert_query_count"] or "-",
                           f"{c['succeeded_before_correlated_alert']} of {c['attack_inputs_succeeded']}",
+                          c["delivered_alerts"], c["first_delivered_alert_time"] or "-",
+                          c["first_successful_attack_input_time"] or "-",
                           " → ".join(c["expected_techniques"]), ", ".join(c["rules_fired"])])
-    alert_rows = [[a.last_seen.isoformat(), a.level, a.rule.title or a.rule.name, ", ".join(a.accounts) or "-",
-                   ", ".join(a.models), a.count, " ".join(a.atlas.techniques)]
-                  for a in run.alerts if a.rule.type == "correlation"]
+    alert_rows = [[a.created.isoformat(), a.last_seen.isoformat(), a.level, a.rule.title or a.rule.name,
+                   ", ".join(a.accounts) or "-", ", ".join(a.models), a.count, a.occurrences,
+                   " ".join(a.atlas.techniques)]
+                  for a in sorted(run.alerts, key=lambda a: a.created)]
+    soc = summary["soc"]
     b = summary["benign"]
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>kizashi demo report</title>
@@ -142,18 +146,27 @@ Attacks are real adversarial-robustness-toolbox attacks on scikit-learn MLPs tra
 <p><span class="kpi" id="kpi-campaigns">campaigns detected: {sum(c['detected'] for c in summary['campaigns'].values())}
 of {len(summary['campaigns'])}</span>
 <span class="kpi" id="kpi-benign">benign accounts in correlated alerts: {len(b['accounts_in_correlated_alerts'])}
-of {summary['benign_accounts']}</span></p>
+of {summary['benign_accounts']}</span>
+<span class="kpi" id="kpi-delivered">alerts delivered to the SOC: {soc['delivered_alerts']}</span>
+<span class="kpi" id="kpi-benign-delivered">benign accounts in delivered alerts:
+{soc['benign_accounts_in_delivered_alerts']}</span>
+<span class="kpi" id="kpi-observations">risk observations kept: {summary['observations']}</span></p>
+<p class="sub">Per-event detection matches are risk observations (observations.jsonl, <code>kizashi alerts list
+--observations</code>); the SOC is handed campaign correlations, risk alerts and pre-deployment findings, each
+alert once in its latest state (later matches of the same rule and group update it).</p>
 <h2>Campaigns</h2>
 {_table(['', 'campaign', 'account', 'detected', 'first precursor', 'correlated alert', 'queries by then',
-         'successful attack inputs before the alert', 'ATLAS chain', 'rules fired'], camp_rows)}
+         'successful attack inputs before the alert', 'delivered alerts', 'first delivered alert',
+         'first successful attack input', 'ATLAS chain', 'rules fired'], camp_rows)}
 <h2>Timeline</h2>
 <img id="timeline" alt="per-account timeline of precursor and symptom events leading to each alert" src="{timeline_figure(run, events, summary)}">
 <h2>MITRE ATLAS heatmap of the alerts</h2>
 <img id="heatmap" alt="ATLAS heatmap" src="{heatmap_src(run.alerts)}">
 <h2>Detector scores: benign vs attack</h2>
 <img id="scores" alt="detector score distributions" src="{scores_figure(run)}">
-<h2>Correlated alerts</h2>
-{_table(['last seen', 'level', 'rule', 'accounts', 'models', 'events', 'ATLAS techniques'], alert_rows)}
+<h2>Alerts delivered to the SOC</h2>
+{_table(['raised', 'last seen', 'level', 'rule', 'accounts', 'models', 'events', 'occurrences',
+         'ATLAS techniques'], alert_rows)}
 <h2>Training-data scan</h2>
 <p>spectre on the retraining set: {run.scan_facts['flagged']} samples flagged,
 {run.scan_facts['recall']:.0%} of the {run.scan_facts['poisoned']} poisoned samples caught,
@@ -161,7 +174,8 @@ of {summary['benign_accounts']}</span></p>
 <p>b3d on the retrained model v2: score {run.scan_facts['model_scan']['score']} against threshold
 {run.scan_facts['model_scan']['threshold']}, {'backdoor suspected' if run.scan_facts['model_scan']['suspicious']
 else 'no backdoor found'}, target class {run.scan_facts['model_scan']['target_class']}.</p>
-<p class="sub">Files: events.jsonl, alerts.jsonl, stix-bundle.json, navigator-layer.json, alerts.cef, summary.json.</p>
+<p class="sub">Files: events.jsonl, alerts.jsonl, stix-bundle.json, navigator-layer.json, alerts.cef,
+observations.jsonl, summary.json.</p>
 </body></html>
 """
     path.write_text(doc, encoding="utf-8")

@@ -194,7 +194,9 @@ class DemoRun:
             pipe = Pipeline(self.store, sinks=[sink for sink, *_ in self.OUTPUTS.values()], event_clock=True)
             pipe.ingest(events)
             ids = {e.id for e in events}
+            # what the SOC is handed: each alert once, in its latest state (suppression updates it)
             self.alerts = [a for a in self.store.list_alerts() if set(a.event_ids) <= ids]
+            self.observations = self.store.list_observations()
             self.ruleset = pipe.ruleset
         return self.alerts
 
@@ -212,10 +214,13 @@ class DemoRun:
         from kizashi.connectors.files import FileSink
         from kizashi.connectors.outbox import deliver
 
-        files = {"events": self.out / "events.jsonl"}
+        files = {"events": self.out / "events.jsonl", "observations": self.out / "observations.jsonl"}
         with self.step("write SOC outputs"):
             # every event, not only those in alerts' chains: the outbox carries alerts
             files["events"].write_text("".join(e.to_json() + "\n" for e in events), encoding="utf-8")
+            # the rule results that are not delivered (every detection match, the quiet correlations)
+            files["observations"].write_text("".join(json.dumps(o, sort_keys=True) + "\n" for o in self.observations),
+                                             encoding="utf-8")
             sinks = []
             for key, (sink, filename, fmt, options) in self.OUTPUTS.items():
                 files[key] = self.out / filename
@@ -234,7 +239,12 @@ class DemoRun:
         out: dict[str, Any] = {"seed": self.seed, "day": sim.DAY.date().isoformat(),
                                "queries": len(w.log), "benign_accounts": self.n_benign,
                                "events": len(events), "alerts": len(self.alerts),
-                               "correlated_alerts": len(correlated), "facts": w.facts,
+                               "correlated_alerts": len(correlated), "observations": len(self.observations),
+                               "soc": {"delivered_alerts": len(self.alerts),
+                                       "benign_accounts_in_delivered_alerts": len(
+                                           {x for a in self.alerts for x in a.accounts if x.startswith("user-")}),
+                                       "alert_updates": sum(a.occurrences - 1 for a in self.alerts)},
+                               "facts": w.facts,
                                "training_data_scan": self.scan_facts, "campaigns": {}, "timings_s": self.timings}
         for key, spec in CAMPAIGNS.items():
             c = self.campaign[key]
@@ -252,11 +262,23 @@ class DemoRun:
                 succeeded_before = sum(1 for t, ok in zip(c["submit_times"], c["success_flags"], strict=True)
                                        if ok and t <= first.last_seen)
             techniques = sorted({t for a in chain_ok for t in a.atlas.techniques})
+            delivered = [a for a in self.alerts if campaign_alert(key, acct, model, a)]
+            first_delivered = min((a.created for a in delivered), default=None)  # event clock: when raised
+            successes = [t for t, ok in zip(c["submit_times"], c["success_flags"], strict=True) if ok]
+            first_success = min(successes, default=None)
             out["campaigns"][key] = {
                 "name": spec["name"], "account": acct, "model": model,
                 "detected": first is not None,
                 "rules_fired": sorted({a.rule.name for a in mine} | {a.rule.name for a in self.alerts
-                                                                      if acct in a.accounts}),
+                                                                      if acct in a.accounts}
+                                      | {o["name"] for o in self.observations
+                                         if o["entities"].get("account") == acct and o["name"]}),
+                "delivered_alerts": len(delivered),
+                "delivered_alert_rules": [a.rule.name or a.rule.id for a in sorted(delivered, key=lambda a: a.created)],
+                "first_delivered_alert_time": first_delivered.isoformat() if first_delivered else None,
+                "first_successful_attack_input_time": first_success.isoformat() if first_success else None,
+                "first_delivered_alert_before_first_success": (
+                    first_delivered is not None and (first_success is None or first_delivered < first_success)),
                 "correlated_alert_ids": [a.id for a in chain_ok],
                 "expected_techniques": spec["techniques"],
                 "techniques_in_alert": techniques,
@@ -284,6 +306,12 @@ class DemoRun:
         out["events_by_detector"] = dict(sorted(_count(e.detector.name for e in events).items()))
         out["alerts_by_rule"] = dict(sorted(_count(a.rule.name or a.rule.id for a in self.alerts).items()))
         return out
+
+
+def campaign_alert(key: str, account: str, model: str, alert) -> bool:
+    """Is a delivered alert about the campaign: it names the campaign's account, or (the poisoning
+    campaign, found before any account used the model) it is about its model and names no account."""
+    return account in alert.accounts or (key == "C" and not alert.accounts and model in alert.models)
 
 
 def _is_campaign_chain(key: str, alert, events: dict) -> bool:

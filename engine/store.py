@@ -201,7 +201,8 @@ class Store:
                 return SCHEMA_VERSION
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for stmt in MIGRATIONS.get(version, []):
-                    conn.exec_driver_sql(stmt)
+                    if not _column_added(conn, stmt):
+                        conn.exec_driver_sql(stmt)
                 conn.execute(insert(schema_table).values(version=version, applied_at=datetime.now(UTC)))
         return SCHEMA_VERSION
 
@@ -483,6 +484,17 @@ class Store:
                 "observations": self.count_observations(),
                 "quarantine": self.count_quarantine(), "outbox": self.outbox_status(),
                 "schema_version": self.schema_version(), "url": _redact(self.url)}
+
+
+def _column_added(conn: Any, stmt: str) -> bool:
+    """Is ``stmt`` an ``ALTER TABLE t ADD COLUMN c ...`` whose column is already there? (SQLite has
+    no ``ADD COLUMN IF NOT EXISTS``; a store created by a newer create_all already has it.)"""
+    words = stmt.split()
+    if [w.upper() for w in words[:2]] != ["ALTER", "TABLE"] or [w.upper() for w in words[3:5]] != ["ADD", "COLUMN"]:
+        return False
+    from sqlalchemy import inspect
+
+    return words[5] in {c["name"] for c in inspect(conn).get_columns(words[2])}
 
 
 def _redact(url: str) -> str:

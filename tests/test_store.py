@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from helpers_events import campaign, ev
 from kizashi.engine.pipeline import Pipeline
-from kizashi.engine.store import Store
+from kizashi.engine.store import SCHEMA_VERSION, Store
 from sqlalchemy import text
 
 
@@ -117,7 +117,7 @@ def test_schema_migration_from_v1(tmp_path):
         c.execute(text("DROP INDEX IF EXISTS ix_events_account_time"))
     s.close()
     s2 = Store(url)
-    assert s2.schema_version() == 2
+    assert s2.schema_version() == SCHEMA_VERSION
     with s2.engine.connect() as c:
         idx = {r[1] for r in c.execute(text("PRAGMA index_list('events')"))}
     assert "ix_events_account_time" in idx
