@@ -18,9 +18,6 @@ from typing import Any
 
 from .events import ATTACKS, STAGES, Alert, AtlasTags, DetectionEvent
 
-#: the flat field -> how an alert lists that entity
-_ALERT_ENTITY = {"account.id": "accounts", "model.id": "models"}
-
 
 def group_key(group: Mapping[str, Any]) -> str:
     """A stable text key of a group (stored with the alert: the suppression look-up key)."""
@@ -31,15 +28,6 @@ def suppression_group(event: DetectionEvent, fields: Iterable[str]) -> dict[str,
     """The ``fields`` values of a detection rule's event (those it has)."""
     flat = event.flat()
     return {f: flat[f] for f in fields if flat.get(f) not in (None, "", [])}
-
-
-def names_entity(alert: Alert, group: Mapping[str, Any]) -> bool:
-    """Does ``alert`` name every entity of ``group`` (``account.id`` / ``model.id`` values)?"""
-    for f, value in group.items():
-        attr = _ALERT_ENTITY.get(f)
-        if attr is None or value not in getattr(alert, attr) and value not in alert.group.values():
-            return False
-    return bool(group)
 
 
 def merge(incident: Alert, new: Alert, *, now: datetime) -> Alert | None:

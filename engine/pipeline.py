@@ -17,7 +17,7 @@ from typing import Any
 
 from .alerting import AlertingConfig
 from .events import Alert, DetectionEvent, EventValidationError
-from .incidents import merge, names_entity, suppression_group
+from .incidents import merge, suppression_group
 from .risk import RISK_RULE_PREFIX, RiskEngine, entities
 from .sigma import RuleResult, RuleSet, results_to_alerts
 from .store import IngestResult, Store
@@ -70,6 +70,11 @@ class Pipeline:
         self.risk = RiskEngine(alerting, lateness=lateness) if alerting.risk_enabled else None
         self.updated_alerts: list[Alert] = []
         self.observation_count = 0
+        self._named: dict[tuple[str, str], Any] = {}  # (field, entity) -> last_seen of an open non-risk incident
+        latest = store.latest_event_time()
+        if latest is not None:
+            for a in store.list_alerts(since=latest - alerting.suppression_window):
+                self._note_incident(a)
         self.recovered_alerts: list[Alert] = []
         if recover:
             self.recovered_alerts = self._recover()
@@ -139,20 +144,33 @@ class Pipeline:
         for a in alerts:
             if self.store.get_alert(a.id) is not None:
                 continue  # a replay after a restart
-            if a.rule.id.startswith(RISK_RULE_PREFIX):
-                open_ = self.store.list_alerts(since=a.last_seen - window)
-                if any(names_entity(o, a.group) for o in open_ if not o.rule.id.startswith(RISK_RULE_PREFIX)
-                       and o.first_seen <= a.last_seen):
-                    continue
+            if a.rule.id.startswith(RISK_RULE_PREFIX) and self._named_by_incident(a.group, a.last_seen - window):
+                continue  # an open incident already names this entity
             incident = self.store.open_alert(a.rule.id, a.group, since=a.first_seen - window)
             if incident is None:
                 new += self.store.add_alerts([a], sinks=self.sinks)
+                self._note_incident(a)
                 continue
             updated = merge(incident, a, now=a.last_seen if self.event_clock else a.created)
             if updated is not None:
                 self.store.update_alert(updated, sinks=self.sinks)
                 self.updated_alerts.append(updated)
+                self._note_incident(updated)
         return new
+
+    def _named_by_incident(self, group: dict[str, Any], since: Any) -> bool:
+        seen = [self._named.get((f, str(v))) for f, v in group.items()]
+        return bool(seen) and all(t is not None and t >= since for t in seen)
+
+    def _note_incident(self, a: Alert) -> None:
+        """Remember the entities a non-risk incident names (for :meth:`_raise`)."""
+        if a.rule.id.startswith(RISK_RULE_PREFIX):
+            return
+        for f, values in (("account.id", a.accounts), ("model.id", a.models)):
+            for v in values:
+                key = (f, v)
+                if key not in self._named or self._named[key] < a.last_seen:
+                    self._named[key] = a.last_seen
 
     def ingest(self, events: Iterable[DetectionEvent]) -> PipelineResult:
         """Store ``events`` (duplicates counted) and evaluate the new ones, in time order."""

@@ -134,13 +134,14 @@ def test_export_lucene_skips_correlations_with_a_note(texts):
 def test_export_sqlite_runs_and_agrees_with_the_engine(texts):
     queries = {q.name: q for q in export(texts, "sqlite")}
     conn = sqlite3.connect(":memory:")
-    cols = ["id", "time", "detector.name", "stage", "attack", "atlas.technique", "account.id", "model.id"]
+    cols = ["id", "time", "detector.name", "stage", "attack", "atlas.technique", "account.id", "model.id",
+            "evidence.classes"]  # the extraction rule reads PRADA's class count
     conn.execute("CREATE TABLE logs (" + ", ".join(f"`{c}` TEXT COLLATE NOCASE" for c in cols) + ")")
     events = campaign_events()
     for e in events:
         f = e.flat()
         f["atlas.technique"] = ",".join(f["atlas.technique"])  # a flat table has no lists
-        conn.execute("INSERT INTO logs VALUES (?,?,?,?,?,?,?,?)", [f[c] for c in cols])
+        conn.execute(f"INSERT INTO logs VALUES ({','.join('?' * len(cols))})", [f.get(c) for c in cols])
     groups = {}
     for name, q in queries.items():
         if q.kind == "correlation":

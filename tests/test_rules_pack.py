@@ -20,7 +20,9 @@ def load(path: Path) -> list[DetectionEvent]:
 
 
 def fired(name: str, events: list[DetectionEvent]) -> list:
-    ev = PACK.stream()
+    # every detection rule's matches, whatever `generate` says (the pack's correlations do not
+    # generate: the pipeline keeps their base rules' matches as risk observations)
+    ev = PACK.observing().stream()
     results = [r for e in sorted(events, key=lambda e: e.time) for r in ev.push(e)] + ev.flush()
     return [r for r in results if r.rule_name == name]
 

@@ -140,6 +140,9 @@ def export(texts: list[str], target: str) -> list[ExportedQuery]:
     out: list[ExportedQuery] = []
     for rule in collection.rules:
         if isinstance(rule, SigmaRule):
+            # a base rule of `generate: false` correlations is still exported: its matches are the
+            # risk observations kizashi keeps (pySigma would convert it for the correlation only)
+            rule._output = True
             try:
                 queries = [str(q) for q in backend.convert_rule(rule)]
             except SigmaError as exc:
