@@ -18,7 +18,7 @@ TECHNIQUES = {
 }
 
 
-def event(eid, minutes, detector, stage, attack, account=None, model="digits-mlp", score=5.0):
+def event(eid, minutes, detector, stage, attack, account=None, model="digits-mlp", score=5.0, severity="medium"):
     return DetectionEvent(
         id=eid,
         time=T0 + timedelta(minutes=minutes),
@@ -30,6 +30,7 @@ def event(eid, minutes, detector, stage, attack, account=None, model="digits-mlp
         target={"model": model},
         score=score,
         threshold=1.0,
+        severity=severity,
     )
 
 
@@ -42,8 +43,8 @@ def campaign_events() -> list[DetectionEvent]:
         event("a4", 240, "feature_squeezing", "symptom", "evasion", "acct-A"),
         event("a5", 250, "magnet", "symptom", "evasion", "acct-A"),
         # account B: black-box probing, then adversarial inputs
-        event("b1", 10, "stateful_knn", "precursor", "evasion", "acct-B"),
-        event("b2", 15, "blacklight", "precursor", "evasion", "acct-B"),
+        event("b1", 10, "stateful_knn", "precursor", "evasion", "acct-B", severity="high"),
+        event("b2", 15, "blacklight", "precursor", "evasion", "acct-B", severity="critical"),
         event("b3", 200, "softmax", "symptom", "evasion", "acct-B"),
         # poisoning found at training time, trigger inputs the next day against the same model
         event("p1", -600, "spectral_signature", "precursor", "poisoning", None, model="digits-backdoored"),

@@ -34,7 +34,7 @@ def events_file(tmp_path_factory):
 def test_check_bundled_pack_offline():
     r = runner.invoke(app, ["rules", "check"])
     assert r.exit_code == 0, r.output
-    assert "8 detection rules, 5 correlation rules" in r.output
+    assert "10 detection rules, 5 correlation rules" in r.output
 
 
 def test_check_reports_bad_atlas_tag_and_unparsable_rule(tmp_path):
@@ -90,9 +90,9 @@ def test_export_cli_runs_for_every_target(target):
     r = runner.invoke(app, ["rules", "export", "--target", target, "--format", "json"])
     assert r.exit_code == 0, r.output
     rows = [json.loads(x) for x in r.output.splitlines()]
-    assert len(rows) == 13
+    assert len(rows) == 15  # 10 detection (two campaign steps), 5 correlation
     det = [x for x in rows if x["kind"] == "detection"]
-    assert len(det) == 8 and all(x["query"] for x in det)
+    assert len(det) == 10 and all(x["query"] for x in det)
 
 
 def test_export_eql_parses_and_uses_ecs(texts):
@@ -103,7 +103,9 @@ def test_export_eql_parses_and_uses_ecs(texts):
         if not q.query:
             continue
         with eql.parser.elasticsearch_syntax, eql.parser.allow_sample, eql.parser.ignore_missing_functions:
-            parsed = eql.parse_query(q.query if q.query.startswith(("sequence", "sample", "any where")) else f"any where {q.query}")
+            # a rule no correlation uses comes finalised ("any where ..."); a correlation's step does not
+            parsed = eql.parse_query(q.query if q.query.startswith(("sequence", "sample", "any where"))
+                                     else f"any where {q.query}")
         assert parsed is not None
     campaign = next(q for q in seqs if q.name == "kizashi_campaign_extraction_then_evasion")
     assert campaign.query.startswith("sequence by user.id with maxspan=1d")
@@ -135,7 +137,7 @@ def test_export_sqlite_runs_and_agrees_with_the_engine(texts):
     queries = {q.name: q for q in export(texts, "sqlite")}
     conn = sqlite3.connect(":memory:")
     cols = ["id", "time", "detector.name", "stage", "attack", "atlas.technique", "account.id", "model.id",
-            "evidence.classes"]  # the extraction rule reads PRADA's class count
+            "evidence.classes", "evidence.detections", "severity"]  # read by the campaign steps
     conn.execute("CREATE TABLE logs (" + ", ".join(f"`{c}` TEXT COLLATE NOCASE" for c in cols) + ")")
     events = campaign_events()
     for e in events:
