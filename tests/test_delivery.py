@@ -15,6 +15,7 @@ from kizashi.connectors.config import load_sinks
 from kizashi.connectors.elastic import ElasticBulkSink
 from kizashi.connectors.outbox import Backoff, deliver
 from kizashi.connectors.splunk_hec import HecSink
+from kizashi.engine.alerting import AlertingConfig
 from kizashi.engine.pipeline import Pipeline
 from kizashi.engine.store import Store
 
@@ -60,7 +61,8 @@ class Receiver:
 @pytest.fixture
 def store_with_alerts(tmp_path):
     s = Store(f"sqlite:///{tmp_path / 'd.db'}")
-    Pipeline(s).ingest(campaign() + campaign(prefix="b-", account="acct-b"))
+    # plain Sigma alerting (the pack's standalone detection rules alert too): several alerts to deliver
+    Pipeline(s, alerting=AlertingConfig()).ingest(campaign() + campaign(prefix="b-", account="acct-b"))
     assert s.count_alerts() >= 4
     return s
 

@@ -58,10 +58,46 @@ def test_no_benign_account_in_a_correlated_alert(demo_out):
             assert not [x for x in a["accounts"] if x.startswith("user-")], a
 
 
+def test_soc_is_handed_incidents_and_keeps_every_observation(demo_out):
+    """Issue 18: at most two delivered alerts per campaign, the first before the campaign's first
+    successful attack input, no benign account in a delivered alert; every per-event observation is
+    still in the store, in observations.jsonl and in `kizashi alerts list --observations`."""
+    out, summary = demo_out
+    alerts = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
+    assert len({a["id"] for a in alerts}) == len(alerts) == summary["soc"]["delivered_alerts"]  # each once
+    assert summary["soc"]["benign_accounts_in_delivered_alerts"] == 0
+    for key, c in summary["campaigns"].items():
+        assert 1 <= c["delivered_alerts"] <= 2, (key, c["delivered_alert_rules"])
+        assert c["first_delivered_alert_time"] < c["first_successful_attack_input_time"], (key, c)
+        assert c["first_delivered_alert_before_first_success"]
+    # the campaign types raised are the campaigns run (docs/rules.md, campaign precision)
+    raised = {a["rule"]["name"] for a in alerts if "acct-B" in a["accounts"] and a["rule"]["type"] == "correlation"}
+    assert raised == {"kizashi_campaign_probing_then_evasion"}
+    # latest state: an updated alert is delivered once, with its merged chain
+    assert all(a["count"] == len(a["event_ids"]) for a in alerts)
+    # every rule match on an event is an observation: re-evaluate the events with the pack
+    from kizashi.engine.events import DetectionEvent
+    from kizashi.engine.sigma import RuleSet
+
+    events = [DetectionEvent.parse(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    matches = {(r.rule_id, r.event_ids[0]) for r in RuleSet.bundled().observing().evaluate_batch(events)
+               if r.type == "match"}
+    observed = [json.loads(line) for line in (out / "observations.jsonl").read_text().splitlines()]
+    assert {(o["rule"], o["event_id"]) for o in observed if o["type"] == "match"} == matches
+    assert len(observed) == summary["observations"]
+    r = subprocess.run([sys.executable, "-m", "kizashi.cli.main", "alerts", "list", "--observations", "--format",
+                        "json", "--db", f"sqlite:///{out / 'kizashi.db'}"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(x) for x in r.stdout.splitlines()] == observed
+    # the STIX bundle holds one grouping per delivered alert
+    bundle = json.loads((out / "stix-bundle.json").read_text())
+    assert len([o for o in bundle["objects"] if o["type"] == "grouping"]) == len(alerts)
+
+
 def test_outputs_valid(demo_out, tmp_path):
     out, summary = demo_out
     for name in ("events.jsonl", "alerts.jsonl", "stix-bundle.json", "navigator-layer.json", "alerts.cef",
-                 "summary.json", "report.html"):
+                 "summary.json", "report.html", "observations.jsonl"):
         assert (out / name).stat().st_size > 0, name
     result = validate_string((out / "stix-bundle.json").read_text())
     assert result.is_valid and not result.errors
@@ -81,10 +117,12 @@ def test_outputs_valid(demo_out, tmp_path):
 def test_deterministic_for_a_seed(demo_out, tmp_path):
     out, summary = demo_out
     again = run_demo(tmp_path, seed=0, n_benign=40)
-    for key in ("queries", "events", "alerts", "campaigns", "benign", "events_by_detector", "alerts_by_rule"):
+    for key in ("queries", "events", "alerts", "campaigns", "benign", "events_by_detector", "alerts_by_rule",
+                "soc", "observations"):
         assert again[key] == summary[key], key
     assert (tmp_path / "events.jsonl").read_text() == (out / "events.jsonl").read_text()
     assert (tmp_path / "alerts.jsonl").read_text() == (out / "alerts.jsonl").read_text()
+    assert (tmp_path / "observations.jsonl").read_text() == (out / "observations.jsonl").read_text()
 
 
 def chromium() -> str:
@@ -108,6 +146,8 @@ def test_report_renders_in_headless_chromium(demo_out, tmp_path):
     assert html.count("data:image/png;base64,") == 3
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # offline
     assert "campaigns detected: 3" in html
+    assert f"alerts delivered to the SOC: {summary['soc']['delivered_alerts']}" in html
+    assert "benign accounts in delivered alerts:" in html
     shot = tmp_path / "report.png"
     r = subprocess.run(base + ["--window-size=1280,2400", f"--screenshot={shot}", url],
                        capture_output=True, text=True, timeout=120)
