@@ -16,6 +16,7 @@ def test_wheel_contains_namespace_and_data_and_cli_runs(tmp_path):
     wheel = next((tmp_path / "dist").glob("kizashi-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "kizashi/mappings/methods.yaml" in names and "kizashi/mappings/atlas.json" in names
+    assert "kizashi/rules/alerting.toml" in names  # the bundled alerting defaults (rules/alerting.toml)
     assert "kizashi/cli/main.py" in names and "kizashi/engine/events.py" in names
     assert "kizashi/scenarios/demo_day.py" in names and "kizashi/scenarios/receivers.py" in names
     assert "kizashi/sensor/app.py" in names and "kizashi/detectors/artefacts.py" in names
