@@ -1,5 +1,6 @@
 """A generic JSON webhook: one POST per batch of ``{"alerts": [...], "events": {id: event}}`` (the
-events of the alerts' chains), with an ``Idempotency-Key`` header (sha256 of the batch's alert ids).
+events of the alerts' chains), with an ``Idempotency-Key`` header (sha256 of the batch's alert ids and their ``occurrences``:
+a re-send has the same key, an update of an alert a new one).
 
 When a secret is set the request is signed the way common webhook schemes do it (Stripe, Slack):
 ``X-Kizashi-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>``. The timestamp is
@@ -73,7 +74,7 @@ class WebhookSink:
             return
         body = self.body(alerts, events)
         headers = {"Content-Type": "application/json",
-                   "Idempotency-Key": hashlib.sha256(",".join(a.id for a in alerts).encode()).hexdigest()}
+                   "Idempotency-Key": hashlib.sha256(",".join(f"{a.id}@{a.occurrences}" for a in alerts).encode()).hexdigest()}
         if self.secret:
             headers[SIGNATURE_HEADER] = sign(self.secret, body)
         check(self.name, post(self.client, self.name, self.url, content=body, headers=headers))
