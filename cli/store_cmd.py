@@ -225,6 +225,15 @@ def _list_observations(store: Store, since: datetime | None, format: str) -> Non
     console.print(t)
 
 
+@alerts_app.command("risk-rules")
+def alerts_risk_rules(alerting: AlertingOption = None) -> None:
+    """The entity-risk thresholds as Sigma correlation rules (value_sum / value_count over risk
+    records), as the pipeline evaluates them."""
+    from kizashi.engine.risk import risk_rules_yaml
+
+    typer.echo(risk_rules_yaml(_alerting(None, alerting)), nl=False)
+
+
 @alerts_app.command("show")
 def alerts_show(alert_id: str, db: DbOption = None) -> None:
     """One alert with its chain of events (JSON)."""

@@ -198,6 +198,23 @@ def test_risk_rules_are_sigma_the_engine_and_sigma_cli_accept():
         ("account", "score", None), ("account", "technique", "AML.T0015"), ("account", "technique", "AML.T0043")]
 
 
+def test_cli_prints_the_bundled_risk_rules_and_reads_an_alerting_file(tmp_path):
+    from kizashi.cli.main import app
+    from typer.testing import CliRunner
+
+    r = CliRunner().invoke(app, ["alerts", "risk-rules"])
+    assert r.exit_code == 0, r.output
+    rs = RuleSet.from_yaml(r.output)  # the bundled thresholds, as Sigma the engine loads
+    assert rs.rule("kizashi_risk_account_score").type.name.lower() == "value_sum"
+    cfg = tmp_path / "a.toml"
+    cfg.write_text("[risk.entities.source]\nscore = 40\ntechniques = 4\n")
+    r = CliRunner().invoke(app, ["alerts", "risk-rules", "--alerting", str(cfg)])
+    assert "kizashi_risk_source_techniques" in r.output and "kizashi_risk_account" not in r.output
+    cfg.write_text("[risk]\nwindow = 3\n")
+    r = CliRunner().invoke(app, ["alerts", "risk-rules", "--alerting", str(cfg)])
+    assert r.exit_code == 2 and "unknown risk settings ['window']" in r.output
+
+
 def test_a_risk_alert_for_an_entity_an_open_incident_names_is_not_a_second_incident(store):
     cfg = risk_config(thresholds=[RiskThreshold("account", score=20)])
     pipe = Pipeline(store, rules(PROBE, ADV, chain_rule(False)), alerting=cfg, event_clock=True)
