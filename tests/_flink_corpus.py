@@ -102,7 +102,10 @@ def write_corpus(folder: Path) -> dict:
     events = bundled_events() + generated
     events.sort(key=lambda e: (_parse(e["time"]), e["id"]))
     # no usable time (detection results only, as in the single process) and no id (a content hash)
-    probe = {k: v for k, v in next(e for e in events if e["id"].startswith("b0-")).items() if k not in ("id", "time")}
+    # the probe matches kizashi_evasion_precursor_probing, which no correlation uses: it reports its
+    # matches (the pack's correlations do not `generate` their base rules' matches)
+    first = next(e for e in events if e.get("stage") == "precursor" and e.get("attack") == "evasion")
+    probe = {k: v for k, v in first.items() if k not in ("id", "time")}
     events += [dict(probe, id="untimed-1"), dict(probe, id="untimed-2", time="yesterday"),
                dict(probe, time=events[-1]["time"])]
     ordered = folder / "events.jsonl"
