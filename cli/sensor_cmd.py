@@ -245,7 +245,8 @@ def sensor(
         _fail(str(exc))
     try:
         store = Store(db or default_db_url())
-        pipe = Pipeline(store, RuleSet.from_paths(rules) if rules else RuleSet.bundled())
+        # no --rules: the bundled pack with its SOC alerting defaults (rules/alerting.toml)
+        pipe = Pipeline(store, RuleSet.from_paths(rules)) if rules else Pipeline(store)
     except Exception as exc:  # noqa: BLE001 - any store/rules problem is one error line
         _fail(f"cannot open the store or rules: {exc}")
     try:
