@@ -123,7 +123,7 @@ def serve(
     store = Store(db or default_db_url())
     pipe = Pipeline(store, _ruleset(rules))
     app = IngestApp(lambda evs: pipe.ingest(evs).summary(),
-                    lambda raw, reason: store.quarantine(raw, reason, source="http"),
+                    lambda rejects: store.quarantine_many(rejects, source="http"),
                     token=token, max_records=max_records)
     try:
         sock = bind(host, port)
