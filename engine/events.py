@@ -76,11 +76,10 @@ def _utc(value: datetime) -> datetime:
 
 
 def _check_plain_text(value: Any) -> Any:
-    """Strings must be storable and printable as data: no NUL, no lone UTF-16 surrogate."""
+    """Strings must be Unicode text: no lone UTF-16 surrogate (no UTF-8 encoder, hence no database
+    and no output format, accepts one)."""
     for s in value if isinstance(value, list) else (value,):
         if isinstance(s, str):
-            if "\x00" in s:
-                raise ValueError("contains a NUL character")
             try:
                 s.encode("utf-8")
             except UnicodeEncodeError:
@@ -240,6 +239,13 @@ class DetectionEvent(_Model):
     @classmethod
     def _to_utc(cls, v: datetime) -> datetime:
         return _utc(v)
+
+    @field_validator("id")
+    @classmethod
+    def _id_without_nul(cls, v: str) -> str:
+        if "\x00" in v:  # the id is a key in the store; PostgreSQL text cannot hold NUL
+            raise ValueError("contains a NUL character")
+        return v
 
     @field_validator("score", "threshold")
     @classmethod

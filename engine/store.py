@@ -272,7 +272,8 @@ class Store:
                 result.quarantined += 1
                 continue
             rows.append({"id": e.id, "time": e.time, "stage": e.stage, "attack": e.attack,
-                         "detector": e.detector.name, "account": e.subject.account, "model": e.target.model,
+                         "detector": _storable(e.detector.name), "account": _column(e.subject.account),
+                         "model": _column(e.target.model),
                          "score": e.score, "body": body, "ingested_at": now, "evaluated": evaluated})
             kept.append(e)
         if not rows:
@@ -503,6 +504,10 @@ def _insert_or_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]]
         conn.execute(stmt, rows)
         return []
     return list(conn.execute(stmt.returning(table.c[key]), rows).scalars())
+
+
+def _column(value: str | None) -> str | None:
+    return None if value is None else _storable(value)
 
 
 def _storable(value: str) -> str:
