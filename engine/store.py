@@ -46,6 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 from .events import Alert, DetectionEvent
 
@@ -196,6 +197,10 @@ class OutboxItem:
     attempts: int
 
 
+class StoreUnavailable(ValueError):
+    """The store URL is malformed, or the database cannot be opened or reached."""
+
+
 class Store:
     """A kizashi event store at ``url`` (created and migrated on open)."""
 
@@ -204,11 +209,15 @@ class Store:
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
-        self.engine: Engine = create_engine(self.url, **kwargs)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine, "begin", _sqlite_begin)
-        self.migrate()
+        try:
+            self.engine: Engine = create_engine(self.url, **kwargs)
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+                event.listen(self.engine, "begin", _sqlite_begin)
+            self.migrate()
+        except (ArgumentError, OperationalError, ImportError) as exc:  # a bad URL, an unreachable server
+            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+            raise StoreUnavailable(f"cannot open the store {_redact(self.url)}: {reason}") from exc
 
     def _write(self) -> Any:
         """A write transaction: ``BEGIN IMMEDIATE`` on SQLite (takes the write lock up front, so
