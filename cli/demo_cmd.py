@@ -310,13 +310,18 @@ def _count(items) -> dict[str, int]:
     return d
 
 
+def remove_demo_store(out: Path) -> None:
+    """A fresh demo store each run: remove the demo's own SQLite file (never the default kizashi.db)."""
+    for suffix in ("", "-wal", "-shm"):
+        (out / f"{DEMO_DB_FILE}{suffix}").unlink(missing_ok=True)
+
+
 def run_demo(out: Path, *, seed: int = 0, db: str | None = None, n_benign: int = 60, progress=None) -> dict[str, Any]:
     """Run the whole demo into ``out``; returns the summary (also written to summary.json)."""
     quiet_art()
     out.mkdir(parents=True, exist_ok=True)
     if db is None:
-        for suffix in ("", "-wal", "-shm"):  # a fresh demo store each run; never the default kizashi.db
-            (out / f"{DEMO_DB_FILE}{suffix}").unlink(missing_ok=True)
+        remove_demo_store(out)
     t0 = time.perf_counter()
     run = DemoRun(seed=seed, n_benign=n_benign, db=db, out=out, progress=progress)
     run.simulate()

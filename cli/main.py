@@ -58,7 +58,7 @@ def _operator_errors() -> tuple[type[BaseException], ...]:
     return (OSError, ValueError, OverflowError, yaml.YAMLError, ArgumentError, OperationalError)
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException | str) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 500 else text[:500] + "..."
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:  # console-script entry point
     import os
     import sys
 
-    import click
+    import typer._click as click  # noqa: PLC2701 - the click typer ships (echo only)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(int(os.environ.get("KIZASHI_THREADS", "1")))
@@ -79,16 +79,17 @@ def main(argv: list[str] | None = None) -> None:  # console-script entry point
         return
     try:
         code = app(args=argv, standalone_mode=False)
-    except click.UsageError as exc:
-        where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
-        click.echo(f"error: {where}{_one_line(exc)} (see --help)", err=True)
-        sys.exit(MISUSE)
-    except click.ClickException as exc:
-        click.echo(f"error: {_one_line(exc)}", err=True)
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except typer.TyperException as exc:  # click's usage errors (exit 2) and other ClickExceptions
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        click.echo(f"error: {where}{_one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
-    except (click.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         click.echo("error: interrupted", err=True)
         sys.exit(130)
     except _operator_errors() as exc:
