@@ -23,9 +23,11 @@ FloorOption = Annotated[str, typer.Option("--time-floor", help="earliest event t
 
 
 def _time_bounds(max_skew: float, floor: str) -> TimeBounds:
-    t = parse_since(floor)
-    assert t is not None
-    return TimeBounds(max_skew=timedelta(seconds=max_skew), floor=t)
+    try:
+        t = datetime.fromisoformat(floor.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"{floor!r} is not an ISO 8601 time", param_hint="--time-floor") from None
+    return TimeBounds(max_skew=timedelta(seconds=max_skew), floor=t if t.tzinfo else t.replace(tzinfo=UTC))
 
 
 def _choice(option: str, value: str, choices: tuple[str, ...]) -> None:
@@ -34,7 +36,7 @@ def _choice(option: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
+    typer.echo("error: " + " ".join(msg.split()), err=True)
     raise typer.Exit(2)
 
 
@@ -90,13 +92,14 @@ def ingest(
 
 
 def _ingest_mapped(pipe: Pipeline, source: str, mapping: str, fmt: str) -> None:
+    import yaml
     from kizashi.connectors.adapters import AdapterError, FieldMapping, read_records
 
     if fmt not in ("jsonl", "csv"):
         _fail(f"--format must be jsonl or csv, not {fmt!r}")
     try:
         fm = FieldMapping.from_yaml(open(mapping, encoding="utf-8").read())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, yaml.YAMLError) as exc:
         _fail(f"mapping {mapping}: {exc}")
     if source == "-":
         text = sys.stdin.read()
