@@ -115,7 +115,7 @@ class FieldMapping:
                 continue
             try:
                 yield self.to_event(rec)
-            except (EventValidationError, ValueError) as exc:
+            except (EventValidationError, ValueError, OverflowError) as exc:  # e.g. epoch 1e30
                 yield AdapterError(f"record {n}: {exc}", raw)
 
 
