@@ -43,7 +43,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -507,12 +506,32 @@ def _insert_or_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]]
     PostgreSQL alike); returns the ``key`` column of the rows actually inserted (when ``key``)."""
     if not rows:
         return []
-    dialect = pg_dialect if conn.dialect.name == "postgresql" else sqlite_dialect
-    stmt = dialect.insert(table).on_conflict_do_nothing()
+    if conn.dialect.name == "postgresql":
+        return _pg_insert_or_ignore(conn, table, rows, key)
+    stmt = sqlite_dialect.insert(table).on_conflict_do_nothing()
     if key is None:
         conn.execute(stmt, rows)
         return []
     return list(conn.execute(stmt.returning(table.c[key]), rows).scalars())
+
+
+#: PostgreSQL array type of each column type, for ``unnest`` inserts
+_PG_ARRAYS = {"STRING": "text[]", "DATETIME": "timestamptz[]", "FLOAT": "float8[]",
+              "INTEGER": "int8[]", "BOOLEAN": "bool[]"}
+
+
+def _pg_insert_or_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]], key: str | None) -> list[Any]:
+    """PostgreSQL's fast path: one ``INSERT ... SELECT FROM unnest(<one array per column>) ON CONFLICT
+    DO NOTHING``: a short statement whatever the number of rows, the values sent as binary arrays
+    (text-format arrays would escape every quote of every JSON body in Python)."""
+    columns = list(rows[0])
+    arrays = ", ".join(f"CAST(%b AS {_PG_ARRAYS[table.c[c].type._type_affinity.__visit_name__.upper()]})"
+                       for c in columns)
+    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "
+           f"ON CONFLICT DO NOTHING" + (f" RETURNING {key}" if key else ""))
+    with conn.connection.driver_connection.cursor() as cur:  # same transaction as ``conn``
+        cur.execute(sql, [[r[c] for r in rows] for c in columns])
+        return [r[0] for r in cur.fetchall()] if key else []
 
 
 def _column(value: str | None) -> str | None:
