@@ -232,8 +232,8 @@ class Store:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
             fresh = not conn.dialect.has_table(conn, schema_table.name)
             current = None if fresh else conn.execute(select(func.max(schema_table.c.version))).scalar()
-            if current is None:  # fresh store: create everything at the newest version
-                metadata.create_all(conn)
+            metadata.create_all(conn)  # missing tables only (an existing table is left to MIGRATIONS)
+            if current is None:  # fresh store: everything is at the newest version
                 conn.execute(insert(schema_table).values(version=SCHEMA_VERSION, applied_at=datetime.now(UTC)))
             else:
                 for version in range(current + 1, SCHEMA_VERSION + 1):

@@ -270,3 +270,39 @@ def test_webhook_signature_covers_a_timestamp_and_expires():
     assert not verify_signature("s3cr3t", body + b" ", str(now), sig, now=now)
     assert not verify_signature("other", body, str(now), sig, now=now)
 
+
+
+# -- row 3 on stores written before: repeated seq values are renumbered, then unique --------------------
+V2_DDL = [
+    "CREATE TABLE kizashi_schema (version INTEGER PRIMARY KEY, applied_at DATETIME NOT NULL)",
+    "CREATE TABLE events (id VARCHAR(200) PRIMARY KEY, time DATETIME NOT NULL, stage VARCHAR(16) NOT NULL, "
+    "attack VARCHAR(16) NOT NULL, detector VARCHAR(200) NOT NULL, account VARCHAR(200), model VARCHAR(200), "
+    "score FLOAT NOT NULL, body TEXT NOT NULL, ingested_at DATETIME NOT NULL, seq INTEGER NOT NULL)",
+    "CREATE INDEX ix_events_seq ON events (seq)",
+    "CREATE TABLE quarantine (id INTEGER PRIMARY KEY, time DATETIME NOT NULL, source VARCHAR(1024) NOT NULL, "
+    "reason TEXT NOT NULL, raw TEXT NOT NULL)",
+    "INSERT INTO kizashi_schema VALUES (2, '2026-11-01 00:00:00')",
+]
+
+
+def test_v2_store_with_repeated_seq_migrates_to_unique_seq(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "v2.db"
+    con = sqlite3.connect(path)
+    for stmt in V2_DDL:
+        con.execute(stmt)
+    for i, e in enumerate(campaign("v2-", "acct-v2")):
+        con.execute("INSERT INTO events VALUES (?, ?, ?, ?, 'prada', 'acct-v2', 'digits', 2.0, ?, ?, ?)",
+                    (e.id, e.time.isoformat(sep=" "), e.stage, e.attack, e.to_json(), e.time.isoformat(sep=" "),
+                     1 + i // 2))  # seq 1, 1, 2: repeated by the old check-then-insert race
+    con.commit()
+    con.close()
+    s = Store(f"sqlite:///{path}")
+    assert s.schema_version() == 3
+    assert [e.id for e in s.iter_events(order="seq")] == ["v2-x1", "v2-x2", "v2-v1"]
+    assert s.unevaluated_span() is None  # rows of an older store count as evaluated
+    assert s.add_events(campaign("v3-", "acct-v3")).stored == 3
+    s.quarantine("x", "why")
+    s.quarantine("x", "why")
+    assert s.count_quarantine() == 1
