@@ -72,6 +72,8 @@ CASES = [
     ("schema-bad-kind", lambda t: ["schema", "nope"], "nope"),
     ("demo-out-under-a-file", lambda t: ["demo", "--quick", "--out", str(t / "e.jsonl" / "x")], "Not a directory"),
     ("unknown-option", lambda t: ["ingest", "--bogus"], "--bogus"),
+    ("flink-missing-events", lambda t: ["flink", "run", "--events", str(t / "missing.jsonl")], "missing.jsonl"),
+    ("flink-bad-mode", lambda t: ["flink", "run", "--events", str(t / "e.jsonl"), "--mode", "batch"], "--mode"),
 ]
 
 
