@@ -76,7 +76,7 @@ def raw_event(rng: random.Random, texts: list[str], i: int) -> dict:
     for _ in range(rng.randrange(4)):
         what = rng.randrange(11)
         if what == 0:
-            rec["id"] = f"f{i}" + pick(texts)  # still unique per record
+            rec["id"] = f"f{i}:" + pick(texts)  # still unique per record
         elif what == 1:
             rec["time"] = pick(TIMES)
         elif what == 2:
@@ -235,7 +235,7 @@ def hostile_alerts(pool) -> tuple[list[Alert], dict[str, DetectionEvent]]:
                 "evidence": {rng.choice(texts)[:30]: rng.choice(texts)}})
             evs.append(e)
             events[e.id] = e
-        rule = RuleRef(id="r-" + rng.choice(texts)[:100], title=rng.choice(texts)[:300], type="correlation",
+        rule = RuleRef(id=f"r{i}-" + rng.choice(texts)[:100], title=rng.choice(texts)[:300], type="correlation",
                        correlation_type="temporal")
         alerts.append(Alert.from_events(rule=rule, events=evs, level=rng.choice(["low", "high", "critical"]),
                                         group={"account.id": evs[0].subject.account or ""}))
