@@ -73,8 +73,6 @@ def _clamp(t: datetime, delta: timedelta) -> datetime:
 @dataclass
 class PipelineResult(IngestResult):
     alerts: list[Alert] = field(default_factory=list)
-    #: (index in the input, reason) of every rejected record
-    rejected: list[tuple[int, str]] = field(default_factory=list)
 
     def summary(self) -> dict[str, int]:
         d = super().summary()
@@ -189,27 +187,6 @@ class Pipeline:
             self.store.mark_evaluated(e.id for e in stored.new_events)
         return out
 
-    def ingest_records(self, records: Iterable[tuple[str, Any]], *, source: str = "",
-                       batch_size: int = 500) -> PipelineResult:
-        """``(raw text, parsed JSON or an Exception)`` per record → events; rejected records are
-        quarantined, in batches, with their reason (``record <n>: ...``), valid ones kept."""
-        total = PipelineResult()
-        batch: list[DetectionEvent] = []
-        bad: list[tuple[str, str]] = []
-        for n, (raw, data) in enumerate(records, start=1):
-            try:
-                if isinstance(data, Exception):
-                    raise EventValidationError([{"loc": (), "msg": f"not valid JSON: {data}"}])
-                batch.append(DetectionEvent.parse(data))
-            except EventValidationError as exc:
-                bad.append((raw, f"record {n}: {exc}"))
-                total.rejected.append((n - 1, str(exc)))
-            if len(batch) >= batch_size or len(bad) >= batch_size:
-                self._flush(total, batch, bad, source)
-                batch, bad = [], []
-        self._flush(total, batch, bad, source)
-        return total
-
     def ingest_lines(self, lines: Iterable[str | bytes], *, source: str = "", batch_size: int = 500) -> PipelineResult:
         """JSON lines → events; bad lines are quarantined with their reason, valid ones kept. Only
         ``\\n`` ends a line (``\\r\\n`` too): U+2028 and other Unicode line breaks are data."""
@@ -252,8 +229,3 @@ def parse_event_line(text: str) -> DetectionEvent:
         raise EventValidationError([{"loc": (), "msg": f"not valid JSON: {exc}"}]) from None
     return DetectionEvent.parse(data)
 
-
-def split_lines(text: str) -> list[str]:
-    """JSON lines of ``text``: split on ``\\n`` only (``str.splitlines`` would also split on U+2028,
-    U+0085 ... which JSON strings may hold raw)."""
-    return [line.rstrip("\r") for line in text.split("\n")]
