@@ -335,3 +335,22 @@ def strings(obj):
     elif isinstance(obj, list):
         for v in obj:
             yield from strings(v)
+
+
+def test_fuzz_batch_through_the_ingest_process_on_stdin(tmp_path):
+    """The same generator's records through a real ``kizashi ingest -`` process: it exits 0 and
+    accounts for every line (stored + quarantined), however hostile the input."""
+    import subprocess
+    import sys
+
+    rng = random.Random(14)
+    texts = [n for n in NASTY if not re.search("[\ud800-\udfff]", n)] + ["x", "y"]
+    lines = [line_variants(rng, texts, i) for i in range(3000)]
+    db = f"sqlite:///{tmp_path / 'stdin.db'}"
+    r = subprocess.run([sys.executable, "-m", "kizashi.cli.main", "ingest", "-", "--db", db],
+                       input="\n".join(lines) + "\n", capture_output=True, text=True, encoding="utf-8", timeout=300)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["stored"] + summary["quarantined"] == len(lines) and summary["duplicates"] == 0
+    s = Store(db)
+    assert (s.count_events(), s.count_quarantine()) == (summary["stored"], summary["quarantined"])
