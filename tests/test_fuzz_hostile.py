@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kizashi.connectors.adapters import AdapterError, FieldMapping, read_records
 from kizashi.connectors.alertview import views
-from kizashi.connectors.http_ingest import IngestServer
+from kizashi.connectors.http_ingest import IngestApp
 from kizashi.connectors.registry import formatter
 from kizashi.connectors.syslog import _CONTROL, alert_fields
 from kizashi.engine.events import Alert, DetectionEvent, EventValidationError, RuleRef
@@ -172,12 +172,9 @@ def test_fuzz_ndjson_over_http_each_record_stored_or_quarantined_once(pool, stor
     body = "\n".join(lines).encode("utf-8", errors="surrogatepass")
     s = store()
     pipe = Pipeline(s, time_bounds=BOUNDS)
-    server = IngestServer(lambda evs: pipe.ingest(evs, source="http").summary(),
-                          lambda rejects: s.quarantine_many(rejects, source="http"), port=0)
-    try:
-        code, summary = server.process(body, "application/x-ndjson")
-    finally:
-        server.httpd.server_close()
+    server = IngestApp(lambda evs: pipe.ingest(evs, source="http").summary(),
+                       lambda rejects: s.quarantine_many(rejects, source="http"))
+    code, summary = server.process(body, "application/x-ndjson")
     as_received = body.decode("utf-8", errors="replace").split("\n")
     expected = [expected_outcome(ln) for ln in as_received]
     n_stored = sum(1 for what, _ in expected if what == "stored")

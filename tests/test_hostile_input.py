@@ -13,11 +13,11 @@ from threading import Thread
 import pytest
 from helpers_events import campaign, ev
 from kizashi.connectors.files import FileSink
-from kizashi.connectors.http_ingest import IngestServer, split_records
+from kizashi.connectors.http_ingest import IngestApp, split_records
 from kizashi.connectors.outbox import deliver
 from kizashi.connectors.splunk_hec import HecSink
 from kizashi.connectors.syslog import CefFormatter
-from kizashi.connectors.webhook import REPLAY_WINDOW, sign, verify_signature
+from kizashi.connectors.webhook import REPLAY_WINDOW_SECONDS, sign, verify_signature
 from kizashi.engine.pipeline import Pipeline, TimeBounds
 from kizashi.engine.store import Store, events_table
 from sqlalchemy import insert
@@ -96,15 +96,12 @@ def test_deep_evidence_and_overflowing_time_are_quarantined_not_fatal(store):
 
 def test_http_request_with_unstorable_records_keeps_its_valid_ones(store):
     pipe = Pipeline(store)
-    server = IngestServer(lambda evs: pipe.ingest(evs).summary(),
-                          lambda rejects: store.quarantine_many(rejects, source="http"), port=0)
-    try:
-        base = json.loads(ev("tmpl", "symptom", "evasion", ["AML.T0015"]).to_json())
-        body = "\n".join([json.dumps({**base, "id": "h-overflow", "time": "9999-12-31T23:00:00-05:00"}),
-                          "[" * 50_000, *(e.to_json() for e in campaign("h-", "acct-h"))]).encode()
-        code, summary = server.process(body, "application/x-ndjson")
-    finally:
-        server.httpd.server_close()
+    server = IngestApp(lambda evs: pipe.ingest(evs).summary(),
+                       lambda rejects: store.quarantine_many(rejects, source="http"))
+    base = json.loads(ev("tmpl", "symptom", "evasion", ["AML.T0015"]).to_json())
+    body = "\n".join([json.dumps({**base, "id": "h-overflow", "time": "9999-12-31T23:00:00-05:00"}),
+                      "[" * 50_000, *(e.to_json() for e in campaign("h-", "acct-h"))]).encode()
+    code, summary = server.process(body, "application/x-ndjson")
     assert code == 207 and summary["stored"] == 3 and summary["rejected_count"] == 2
     assert store.count_quarantine() == 2
 
@@ -141,12 +138,9 @@ def test_20k_invalid_records_quarantined_in_one_batch_with_a_bounded_answer(stor
         calls.append(len(rejects))
         store.quarantine_many(rejects, source="http")
 
-    server = IngestServer(lambda evs: {}, quarantine, port=0)
-    try:
-        body = "\n".join(json.dumps({"id": f"bad-{i}", "stage": "later"}) for i in range(20_000)).encode()
-        code, summary = server.process(body, "application/x-ndjson")
-    finally:
-        server.httpd.server_close()
+    server = IngestApp(lambda evs: {}, quarantine, max_records=20_000)  # the per-request cap is not the point here
+    body = "\n".join(json.dumps({"id": f"bad-{i}", "stage": "later"}) for i in range(20_000)).encode()
+    code, summary = server.process(body, "application/x-ndjson")
     assert code == 422 and summary["rejected_count"] == 20_000
     assert calls == [20_000] and store.count_quarantine() == 20_000
     assert len(json.dumps(summary)) < 50_000
@@ -263,13 +257,13 @@ def test_unknown_format_is_refused(args, tmp_path):
 def test_webhook_signature_covers_a_timestamp_and_expires():
     body = b'{"alerts": []}'
     now = 1_800_000_000
-    sig = sign("s3cr3t", body, now)
-    assert verify_signature("s3cr3t", body, str(now), sig, now=now + 10)
-    assert not verify_signature("s3cr3t", body, str(now), sig, now=now + REPLAY_WINDOW + 1)  # replayed later
-    assert not verify_signature("s3cr3t", body, str(now + 60), sig, now=now + 60)  # timestamp swapped
-    assert not verify_signature("s3cr3t", body + b" ", str(now), sig, now=now)
-    assert not verify_signature("other", body, str(now), sig, now=now)
-
+    header = sign("s3cr3t", body, now)
+    assert verify_signature("s3cr3t", body, header, now=now + 10)
+    assert not verify_signature("s3cr3t", body, header, now=now + REPLAY_WINDOW_SECONDS + 1)  # replayed later
+    forged = header.replace(f"t={now}", f"t={now + 60}")  # timestamp swapped to pass the window
+    assert not verify_signature("s3cr3t", body, forged, now=now + 60)
+    assert not verify_signature("s3cr3t", body + b" ", header, now=now)
+    assert not verify_signature("other", body, header, now=now)
 
 
 # -- row 3 on stores written before: repeated seq values are renumbered, then unique --------------------
