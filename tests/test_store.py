@@ -117,7 +117,7 @@ def test_schema_migration_from_v1(tmp_path):
         c.execute(text("DROP INDEX IF EXISTS ix_events_account_time"))
     s.close()
     s2 = Store(url)
-    assert s2.schema_version() == 2
+    assert s2.schema_version() == 3
     with s2.engine.connect() as c:
         idx = {r[1] for r in c.execute(text("PRAGMA index_list('events')"))}
     assert "ix_events_account_time" in idx
