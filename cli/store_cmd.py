@@ -88,7 +88,7 @@ def ingest(
         _fail(f"{source} is a directory: give a JSON-lines file, or - for stdin")
     bounds = _time_bounds(max_skew, time_floor)
     store = _store(db)
-    from kizashi.engine.pipeline import Pipeline, TimeBounds
+    from kizashi.engine.pipeline import Pipeline
 
     pipe = Pipeline(store, _ruleset(rules), sinks=sink or [], time_bounds=bounds)
     if mapping is not None:
@@ -160,7 +160,7 @@ def serve(
     if max_body < 1 or max_records < 1 or header_timeout <= 0 or body_timeout <= 0:
         _fail("--max-body, --max-records and the timeouts must be positive")
     store = _store(db)
-    from kizashi.engine.pipeline import Pipeline, TimeBounds
+    from kizashi.engine.pipeline import Pipeline
 
     pipe = Pipeline(store, _ruleset(rules))
     app = IngestApp(lambda evs: pipe.ingest(evs).summary(),
