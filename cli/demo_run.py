@@ -19,6 +19,8 @@ from kizashi.scenarios.art_setup import quiet_art
 STREAM_DETECTORS = ("query_rate", "label_distribution", "stateful_knn", "blacklight", "prada")
 EVASION_PAIR = ("gong_binary", "grosse_mmd")  # both must flag an input
 TRIGGER_PAIR = ("strip", "misa")
+#: the demo's own store in --out (its own name: ``--out .`` must not delete ./kizashi.db, the default store)
+DEMO_DB_FILE = "demo-store.db"
 INPUT_FPR = 0.005  # per detector, calibrated on held-out clean reference data
 CAMPAIGNS = {
     "A": {"name": "extraction -> proxy -> transfer evasion", "account": "acct-A", "model": sim.CLEAN_MODEL,
@@ -48,7 +50,7 @@ class DemoRun:
         self.seed = seed
         self.n_benign = n_benign
         self.out = out
-        self.db = db or f"sqlite:///{out / 'kizashi.db'}"
+        self.db = db or f"sqlite:///{out / DEMO_DB_FILE}"
         self.progress = progress
         self.timings: dict[str, float] = {}
         self.detector_scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"benign": [], "attack": []})
@@ -335,13 +337,18 @@ def _count(items) -> dict[str, int]:
     return d
 
 
+def remove_demo_store(out: Path) -> None:
+    """A fresh demo store each run: remove the demo's own SQLite file (never the default kizashi.db)."""
+    for suffix in ("", "-wal", "-shm"):
+        (out / f"{DEMO_DB_FILE}{suffix}").unlink(missing_ok=True)
+
+
 def run_demo(out: Path, *, seed: int = 0, db: str | None = None, n_benign: int = 60, progress=None) -> dict[str, Any]:
     """Run the whole demo into ``out``; returns the summary (also written to summary.json)."""
     quiet_art()
     out.mkdir(parents=True, exist_ok=True)
     if db is None:
-        for suffix in ("", "-wal", "-shm"):
-            (out / f"kizashi.db{suffix}").unlink(missing_ok=True)  # a fresh demo store each run
+        remove_demo_store(out)
     t0 = time.perf_counter()
     run = DemoRun(seed=seed, n_benign=n_benign, db=db, out=out, progress=progress)
     run.simulate()

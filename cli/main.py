@@ -1,7 +1,9 @@
 """``kizashi`` console script.
 
 Each command group lives in its own module with a ``register(app)`` function; this file only
-assembles them, so command modules stay independent of each other.
+assembles them, so command modules stay independent of each other. :func:`main` is the one error
+boundary: misuse (bad arguments, unreadable or malformed files, an unusable store, a port in use)
+is answered with one ``error:`` line and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -44,15 +46,60 @@ def _register_all() -> None:
 _register_all()
 
 
-def main() -> None:  # console-script entry point
+#: exit status of a misused command (as click's usage errors)
+MISUSE = 2
+
+
+def _operator_errors() -> tuple[type[BaseException], ...]:
+    """What an operator's mistake raises (as opposed to a bug in kizashi)."""
+    import yaml
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    return (OSError, ValueError, OverflowError, yaml.YAMLError, ArgumentError, OperationalError)
+
+
+def _one_line(exc: BaseException | str) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 500 else text[:500] + "..."
+
+
+def main(argv: list[str] | None = None) -> None:  # console-script entry point
+    """Run the CLI inside the error boundary; ``KIZASHI_DEBUG=1`` shows tracebacks instead."""
     # kizashi's own models are small (8x8 digits MLPs): multi-threaded BLAS makes them several
     # times slower, so the CLI runs single-threaded unless KIZASHI_THREADS says otherwise.
     import os
+    import sys
 
+    import typer._click as click  # noqa: PLC2701 - the click typer ships (echo only)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(int(os.environ.get("KIZASHI_THREADS", "1")))
-    app()
+    if os.environ.get("KIZASHI_DEBUG"):
+        app(args=argv)
+        return
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # click's usage errors (exit 2) and other ClickExceptions
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        click.echo(f"error: {where}{_one_line(exc.format_message())}", err=True)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except _operator_errors() as exc:
+        click.echo(f"error: {_one_line(exc)}", err=True)
+        sys.exit(MISUSE)
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line; KIZASHI_DEBUG=1 shows where
+        click.echo(f"error: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                   "(rerun with KIZASHI_DEBUG=1 for the traceback)", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

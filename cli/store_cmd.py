@@ -13,16 +13,37 @@ from kizashi.connectors.registry import FORMATTERS
 
 if TYPE_CHECKING:
     from kizashi.engine.alerting import AlertingConfig
-    from kizashi.engine.pipeline import Pipeline
+    from kizashi.engine.pipeline import Pipeline, TimeBounds
     from kizashi.engine.sigma import RuleSet
     from kizashi.engine.store import Store
 
 DbOption = Annotated[str | None, typer.Option("--db", help="database URL (default $KIZASHI_DB or sqlite:///kizashi.db)")]
 RulesOption = Annotated[list[str] | None, typer.Option("--rules", help="Sigma rule files/folders (default: bundled pack)")]
+#: the engine's default (engine.pipeline.DEFAULT_MAX_SKEW; not imported here so the CLI starts fast)
+DEFAULT_MAX_SKEW_SECONDS = 300.0
+MaxSkewOption = Annotated[float, typer.Option(
+    "--max-skew", min=0, help="seconds an event time may be ahead of this host's clock; later events are "
+                              "quarantined (they would move the correlation watermark)")]
+FloorOption = Annotated[str, typer.Option("--time-floor", help="earliest event time accepted (ISO 8601)")]
+
+
+def _time_bounds(max_skew: float, floor: str) -> TimeBounds:
+    from kizashi.engine.pipeline import TimeBounds
+
+    try:
+        t = datetime.fromisoformat(floor.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"{floor!r} is not an ISO 8601 time", param_hint="--time-floor") from None
+    return TimeBounds(max_skew=timedelta(seconds=max_skew), floor=t if t.tzinfo else t.replace(tzinfo=UTC))
+
+
+def _choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=option)
 
 
 def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
+    typer.echo("error: " + " ".join(msg.split()), err=True)
     raise typer.Exit(2)
 
 
@@ -76,14 +97,21 @@ def ingest(
     batch_size: Annotated[int, typer.Option(help="events per transaction")] = 500,
     mapping: Annotated[str | None, typer.Option(help="YAML field mapping for third-party JSON/CSV records")] = None,
     input_format: Annotated[str, typer.Option("--format", help="jsonl | csv (with --mapping)")] = "jsonl",
+    max_skew: MaxSkewOption = DEFAULT_MAX_SKEW_SECONDS,
+    time_floor: FloorOption = "2000-01-01T00:00:00Z",
     alerting: AlertingOption = None,
 ) -> None:
     """Store events (idempotent on id), evaluate the rules, store alerts and risk observations;
     bad lines are quarantined."""
+    _choice("--format", input_format, ("jsonl", "csv") if mapping else ("jsonl",))
+    if source != "-" and os.path.isdir(source):
+        _fail(f"{source} is a directory: give a JSON-lines file, or - for stdin")
+    bounds = _time_bounds(max_skew, time_floor)
     store = _store(db)
     from kizashi.engine.pipeline import Pipeline
 
-    pipe = Pipeline(store, _ruleset(rules), sinks=sink or [], alerting=_alerting(rules, alerting))
+    pipe = Pipeline(store, _ruleset(rules), sinks=sink or [], time_bounds=bounds,
+                    alerting=_alerting(rules, alerting))
     if mapping is not None:
         _ingest_mapped(pipe, source, mapping, input_format)
         return
@@ -100,13 +128,14 @@ def ingest(
 
 
 def _ingest_mapped(pipe: Pipeline, source: str, mapping: str, fmt: str) -> None:
+    import yaml
     from kizashi.connectors.adapters import AdapterError, FieldMapping, read_records
 
     if fmt not in ("jsonl", "csv"):
         _fail(f"--format must be jsonl or csv, not {fmt!r}")
     try:
         fm = FieldMapping.from_yaml(open(mapping, encoding="utf-8").read())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, yaml.YAMLError) as exc:
         _fail(f"mapping {mapping}: {exc}")
     if source == "-":
         text = sys.stdin.read()
@@ -114,16 +143,16 @@ def _ingest_mapped(pipe: Pipeline, source: str, mapping: str, fmt: str) -> None:
         text = open(source, encoding="utf-8", errors="replace").read()
     else:
         _fail(f"no such file: {source}")
-    events, quarantined = [], 0
+    events, rejects = [], []
     for item in fm.convert(read_records(text, fmt)):
         if isinstance(item, AdapterError):
-            pipe.store.quarantine(item.raw, str(item), source=source)
-            quarantined += 1
+            rejects.append((item.raw, str(item)))
         else:
             events.append(item)
-    result = pipe.ingest(events)
+    pipe.store.quarantine_many(rejects, source=source)
+    result = pipe.ingest(events, source=source)
     summary = result.summary()
-    summary["quarantined"] += quarantined
+    summary["quarantined"] += len(rejects)
     typer.echo(json.dumps(summary))
 
 
@@ -131,7 +160,7 @@ def serve(
     db: DbOption = None,
     rules: RulesOption = None,
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8787,
+    port: Annotated[int, typer.Option(help="TCP port", min=0, max=65535)] = 8787,
     token_env: Annotated[str, typer.Option(help="environment variable holding the bearer token")] = "KIZASHI_TOKEN",
     max_body: Annotated[int, typer.Option(help="maximum request body in bytes")] = 10 * 1024 * 1024,
     max_records: Annotated[int, typer.Option(help="maximum records per request")] = 10_000,
@@ -156,7 +185,7 @@ def serve(
 
     pipe = Pipeline(store, _ruleset(rules), alerting=_alerting(rules))
     app = IngestApp(lambda evs: pipe.ingest(evs).summary(),
-                    lambda raw, reason: store.quarantine(raw, reason, source="http"),
+                    lambda rejects: store.quarantine_many(rejects, source="http"),
                     token=token, max_records=max_records)
     try:
         sock = bind(host, port)
@@ -167,6 +196,17 @@ def serve(
     limits = Limits(header_timeout=header_timeout, body_timeout=body_timeout, max_body=max_body,
                     request_timeout=body_timeout + 120)
     run(app, sock, limits)
+
+
+def terminal_text(value: str):
+    """``value`` as a rich Text that is never parsed as markup, with control characters (terminal
+    escapes, bidi overrides, line breaks) shown as ``\\x..`` escapes."""
+    import unicodedata
+
+    from rich.text import Text
+
+    return Text("".join(ch if unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp") else
+                        ch.encode("unicode_escape").decode("ascii") for ch in value))
 
 
 alerts_app = typer.Typer(help="Alerts in the store.", no_args_is_help=True)
@@ -182,6 +222,7 @@ def alerts_list(
                                                "that are not alerts, every detection match) instead")] = False,
 ) -> None:
     """List alerts (oldest first), or with --observations the risk observations."""
+    _choice("--format", format, ("table", "json"))
     if observations:
         _list_observations(_store(db), parse_since(since), format)
         return
@@ -198,9 +239,10 @@ def alerts_list(
     t = Table(title=f"{len(alerts)} alert(s)")
     for col in ("first seen", "level", "rule", "group", "events", "ATLAS"):
         t.add_column(col)
-    for a in alerts:
-        t.add_row(a.first_seen.strftime("%Y-%m-%d %H:%M:%S"), a.level, a.rule.title or a.rule.name or a.rule.id,
-                  ", ".join(f"{k}={v}" for k, v in a.group.items()), str(a.count), " ".join(a.atlas.techniques))
+    for a in alerts:  # attacker-controlled values (the group's account id) are shown as data, never as markup
+        t.add_row(*(terminal_text(c) for c in (
+            a.first_seen.strftime("%Y-%m-%d %H:%M:%S"), a.level, a.rule.title or a.rule.name or a.rule.id,
+            ", ".join(f"{k}={v}" for k, v in a.group.items()), str(a.count), " ".join(a.atlas.techniques))))
     console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(t)
 

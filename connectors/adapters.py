@@ -115,7 +115,7 @@ class FieldMapping:
                 continue
             try:
                 yield self.to_event(rec)
-            except (EventValidationError, ValueError) as exc:
+            except (EventValidationError, ValueError, OverflowError) as exc:  # e.g. epoch 1e30
                 yield AdapterError(f"record {n}: {exc}", raw)
 
 
@@ -124,19 +124,26 @@ def read_records(text: str, fmt: str) -> list[tuple[str, dict | None, str | None
     out: list[tuple[str, dict | None, str | None]] = []
     if fmt == "csv":
         reader = csv.DictReader(io.StringIO(text))
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:  # e.g. a field over the csv module's limit: this row only
+                out.append((f"(CSV line {reader.reader.line_num})", None, f"unreadable CSV row: {exc}"))
+                continue
             raw = ",".join(str(v) for v in row.values())
             if None in row:  # more cells than header columns
                 out.append((raw, None, "more cells than header columns"))
             else:
                 out.append((raw, dict(row), None))
         return out
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): U+2028 and friends are data inside JSON strings
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             out.append((line, None, f"not valid JSON: {exc}"))
             continue
         out.append((line, rec, None) if isinstance(rec, dict) else (line, None, "not a JSON object"))

@@ -47,6 +47,8 @@ def _expand(value: Any, where: str) -> Any:
 def build_sink(spec: dict[str, Any]) -> Sink:
     """One ``sinks:`` entry (``name``, ``type`` from :data:`~kizashi.connectors.registry.SINKS`, the
     sink's own options) → a sink, ``${VAR}`` expanded."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"a sink is a mapping with name and type, not {type(spec).__name__} {str(spec)[:80]!r}")
     spec = dict(spec)
     name = spec.pop("name", None)
     kind = spec.pop("type", None)
@@ -56,8 +58,11 @@ def build_sink(spec: dict[str, Any]) -> Sink:
 
 
 def load_sinks(path: str | os.PathLike) -> list[Sink]:
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    specs = data.get("sinks")
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:  # syntax errors and !!python tags (safe_load refuses them)
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    specs = data.get("sinks") if isinstance(data, dict) else None
     if not isinstance(specs, list):
         raise ValueError(f"{path}: expected a top-level 'sinks:' list")
     sinks = [build_sink(s) for s in specs]

@@ -17,7 +17,7 @@ from kizashi.engine.events import Alert, DetectionEvent
 
 from .alertview import AlertView, TechniqueInfo, iso_z, technique_info
 from .base import DeliveryError, RecordFormatter
-from .http_delivery import check, post
+from .http_delivery import check, json_object, post
 
 ECS_VERSION = "8.11.0"
 
@@ -110,7 +110,7 @@ class ElasticBulkSink:
         if resp.headers.get("X-Elastic-Product") != "Elasticsearch":
             raise DeliveryError(f"{self.name}: the server is not Elasticsearch (no X-Elastic-Product header)",
                                 retryable=False)
-        data = resp.json()
+        data = json_object(self.name, resp)
         if data.get("errors"):
             bad = [it for it in data.get("items", []) for op in it.values() if op.get("status", 200) >= 300]
             retry = all(op.get("status", 500) in (429, 503) for it in bad for op in it.values())

@@ -24,6 +24,19 @@ def retryable_status(status: int) -> bool:
     return status >= 500 or status == 429
 
 
+def json_object(name: str, resp: httpx.Response) -> dict[str, Any]:
+    """The JSON object a 2xx answer must carry; anything else (an HTML error page from a proxy, a
+    truncated body) is a retryable :class:`DeliveryError`, not a crash."""
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise DeliveryError(f"{name}: HTTP {resp.status_code} answer is not a JSON object: {resp.text[:200]!r}",
+                            retryable=True)
+    return data
+
+
 def check(name: str, resp: httpx.Response) -> None:
     """Raise :class:`DeliveryError` for a non-2xx answer."""
     if resp.status_code < 300:

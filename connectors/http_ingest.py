@@ -64,7 +64,7 @@ def split_records(body: bytes, content_type: str) -> list[tuple[str, Any | None,
         if isinstance(data, dict):
             return [(text, data, None)]
     out = []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): U+2028 and friends are data inside JSON strings
         if not line.strip():
             continue
         try:
@@ -90,10 +90,12 @@ def _host_is_loopback(host: str) -> bool:
 
 class IngestApp:
     """ASGI app feeding ``handle(events) -> dict`` (e.g. a pipeline's ingest) and
-    ``quarantine(raw, reason)`` for rejected records. The callbacks run in a worker thread, one
-    request at a time (the store is one writer)."""
+    ``quarantine([(raw, reason), ...])`` for a request's rejected records, in one call (one
+    transaction however many were rejected). The callbacks run in a worker thread, one request at a
+    time (the store is one writer)."""
 
-    def __init__(self, handle: Callable[[list[DetectionEvent]], dict], quarantine: Callable[[str, str], None], *,
+    def __init__(self, handle: Callable[[list[DetectionEvent]], dict],
+                 quarantine: Callable[[list[tuple[str, str]]], None], *,
                  token: str | None = None, max_records: int = MAX_RECORDS):
         if token is not None and not token:
             raise ValueError("an empty token would accept anyone: set a token or run without one on loopback")
@@ -174,7 +176,7 @@ class IngestApp:
             return 400, {"error": "empty body: send one event, a JSON array of events or JSON lines"}
         if len(records) > self.max_records:
             return 413, {"error": f"{len(records)} records in one request; at most {self.max_records}"}
-        valid, rejected = [], []
+        valid, rejected, bad = [], [], []
         for i, (raw, data, err) in enumerate(records):
             if err is None:
                 try:
@@ -185,8 +187,10 @@ class IngestApp:
                 except (ValueError, TypeError, OverflowError, RecursionError) as exc:
                     err = f"invalid event: {type(exc).__name__}: {exc}"
             rejected.append({"index": i, "error": err[:500]})
+            bad.append((raw, f"http record {i}: {err}"))
+        if bad:
             with self.lock:
-                self.quarantine(raw, f"http record {i}: {err}")
+                self.quarantine(bad)
         summary: dict[str, Any] = {"received": len(records), "rejected": rejected[:MAX_REJECTED_LISTED],
                                    "rejected_count": len(rejected)}
         if valid:

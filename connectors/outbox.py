@@ -70,7 +70,9 @@ def deliver(store: Store, sinks: list[Sink], *, batch_size: int = 100, backoff: 
             events = {e: events_read[e] for a in alerts for e in a.event_ids if e in events_read}
             try:
                 sink.send(alerts, events)
-            except DeliveryError as exc:
+            except Exception as exc:  # noqa: BLE001 - one broken sink must not stop the others
+                if not isinstance(exc, DeliveryError):  # a sink bug or an answer it did not expect
+                    exc = DeliveryError(f"{sink.name}: {type(exc).__name__}: {exc}", retryable=True)
                 attempts = max(i.attempts for i in items)
                 delay = backoff.delay(attempts) if exc.retryable else timedelta(days=3650)
                 store.mark_failed([i.id for i in items], str(exc), retry_in=delay)

@@ -20,7 +20,7 @@ from kizashi.engine.events import Alert, DetectionEvent
 
 from .alertview import AlertView, epoch_ms, views
 from .base import DeliveryError
-from .http_delivery import check, post, retryable_status
+from .http_delivery import check, json_object, post, retryable_status
 
 MAX_CHAIN_EVENTS = 50  # events of an alert's chain carried in its HEC event
 
@@ -74,7 +74,11 @@ class HecSink:
             raise DeliveryError(f"{self.name}: HTTP {resp.status_code} code {code}: {data.get('text', resp.text[:200])}",
                                 retryable=retry)
         if self.ack:
-            self._wait_ack(int(data["ackId"]))
+            ack_id = json_object(self.name, resp).get("ackId")
+            if not isinstance(ack_id, int):
+                raise DeliveryError(f"{self.name}: indexer acknowledgement asked for, but no ackId in "
+                                    f"{resp.text[:200]!r}", retryable=True)
+            self._wait_ack(ack_id)
 
     def __repr__(self) -> str:  # never shows the token
         return f"HecSink(name={self.name!r}, url={self.url!r}, ack={self.ack})"
@@ -85,7 +89,8 @@ class HecSink:
         while time.monotonic() < deadline:
             resp = post(self.client, self.name, f"{self.url}/services/collector/ack", json={"acks": [ack_id]})
             check(self.name, resp)
-            if resp.json().get("acks", {}).get(str(ack_id)):
+            acks = json_object(self.name, resp).get("acks")
+            if isinstance(acks, dict) and acks.get(str(ack_id)):
                 return
             time.sleep(delay)
             delay = min(delay * 2, 1.0)

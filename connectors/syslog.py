@@ -26,9 +26,10 @@ VENDOR = "kizashi"
 PRODUCT = "kizashi"
 VERSION = "0.1"
 # drop C0 controls but newline and carriage return (escaped per format), DEL and C1 controls (U+0085
-# NEL would split lines in many readers); a tab becomes a space (rsyslog rewrites it as #011)
+# NEL would split lines in many readers); a tab becomes a space (rsyslog rewrites it as #011), and so
+# do the Unicode line and paragraph separators U+2028/U+2029 (line breaks to JavaScript and editors)
 _CONTROL = {**{i: None for i in range(32) if i not in (10, 13)}, 9: " ", 0x7F: None,
-            **{i: None for i in range(0x80, 0xA0)}}
+            **{i: None for i in range(0x80, 0xA0)}, 0x2028: " ", 0x2029: " "}
 
 
 def cef_header(value: str) -> str:

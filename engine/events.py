@@ -42,6 +42,12 @@ ATTACKS: tuple[str, ...] = ("evasion", "poisoning", "extraction")
 MAX_EVIDENCE_BYTES = 8192
 MAX_ID_LENGTH = 200
 MAX_TEXT = 1024
+#: Limit on the nesting depth of ``evidence`` (a deeper document cannot be serialised back).
+MAX_EVIDENCE_DEPTH = 32
+#: Hard bounds of an event time, whatever the pipeline's policy: outside them date arithmetic
+#: (windows, lateness, recovery spans) would overflow. The pipeline's own bounds are tighter.
+MIN_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_EVENT_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 
 ShortText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 
@@ -60,7 +66,25 @@ class EventValidationError(ValueError):
 
 
 def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"time {value.isoformat()} is outside the supported range") from None
+    if not MIN_EVENT_TIME <= value < MAX_EVENT_TIME:
+        raise ValueError(f"time {value.isoformat()} is outside {MIN_EVENT_TIME.year}..{MAX_EVENT_TIME.year}")
+    return value
+
+
+def _check_plain_text(value: Any) -> Any:
+    """Strings must be Unicode text: no lone UTF-16 surrogate (no UTF-8 encoder, hence no database
+    and no output format, accepts one)."""
+    for s in value if isinstance(value, list) else (value,):
+        if isinstance(s, str):
+            try:
+                s.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("contains a lone UTF-16 surrogate (not valid Unicode text)") from None
+    return value
 
 
 def utcnow() -> datetime:
@@ -69,6 +93,11 @@ def utcnow() -> datetime:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False, str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _plain_text(cls, v: Any) -> Any:
+        return _check_plain_text(v)
 
 
 class DetectorInfo(_Model):
@@ -154,13 +183,27 @@ class DataUsed(_Model):
     output: DataMark | None = None
 
 
+def _json_depth(value: Any) -> int:
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        level = [c for v in level if isinstance(v, dict | list) for c in (v.values() if isinstance(v, dict) else v)]
+    return depth
+
+
 def _check_json_small(value: dict[str, Any], name: str) -> dict[str, Any]:
+    if _json_depth(value) > MAX_EVIDENCE_DEPTH:
+        raise ValueError(f"{name} is nested deeper than {MAX_EVIDENCE_DEPTH} levels")
     try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"), default=_reject)
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"), default=_reject)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be JSON-serialisable without NaN/Infinity: {exc}") from None
-    if len(text.encode()) > MAX_EVIDENCE_BYTES:
-        raise ValueError(f"{name} is {len(text.encode())} bytes serialised; at most {MAX_EVIDENCE_BYTES}")
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} contains a lone UTF-16 surrogate (not valid Unicode text)") from None
+    if size > MAX_EVIDENCE_BYTES:
+        raise ValueError(f"{name} is {size} bytes serialised; at most {MAX_EVIDENCE_BYTES}")
     return json.loads(text)
 
 
@@ -197,6 +240,13 @@ class DetectionEvent(_Model):
     def _to_utc(cls, v: datetime) -> datetime:
         return _utc(v)
 
+    @field_validator("id")
+    @classmethod
+    def _id_without_nul(cls, v: str) -> str:
+        if "\x00" in v:  # the id is a key in the store; PostgreSQL text cannot hold NUL
+            raise ValueError("contains a NUL character")
+        return v
+
     @field_validator("score", "threshold")
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
@@ -227,6 +277,8 @@ class DetectionEvent(_Model):
             raise EventValidationError(exc.errors(include_url=False)) from None
         except json.JSONDecodeError as exc:
             raise EventValidationError([{"loc": (), "msg": f"not valid JSON: {exc}"}]) from None
+        except RecursionError:
+            raise EventValidationError([{"loc": (), "msg": "JSON nested too deeply"}]) from None
 
     # -- serialisation ----------------------------------------------------------------------
     def to_json(self) -> str:

@@ -2,8 +2,12 @@
 quarantine of rejected input. SQLite file by default (WAL), PostgreSQL by URL
 (``postgresql+psycopg://…``).
 
-* Ingest is idempotent on event id: a duplicate is counted, not stored twice.
-* Alert insert is idempotent on alert id (ids are deterministic: rule, group, chain).
+* Writes are idempotent by the database, not by a prior SELECT: multi-row insert-or-ignore
+  (``INSERT ... ON CONFLICT DO NOTHING``) on event id, alert id, alert-event link, outbox
+  (alert, sink) and quarantine digest, so any number of ingest/serve processes may share a store.
+* ``seq`` (ingestion order) is unique: allocated under SQLite's write lock, from a sequence on
+  PostgreSQL. Schema creation and migrations run under a lock too (``BEGIN IMMEDIATE`` on SQLite,
+  an advisory transaction lock on PostgreSQL), so processes opening a new store do not race.
 * Every alert gets one outbox row per configured sink; delivery state lives there.
 * Rejected input is kept verbatim with its reason, so nothing is silently lost.
 * Schema versions are recorded in ``kizashi_schema``; :data:`MIGRATIONS` upgrades older stores.
@@ -11,14 +15,16 @@ quarantine of rejected input. SQLite file by default (WAL), PostgreSQL by URL
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -33,16 +39,19 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 from .events import Alert, DetectionEvent
 from .incidents import group_key
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_DB_FILE = "kizashi.db"
 
 metadata = MetaData()
@@ -65,7 +74,12 @@ events_table = Table(
     Column("score", Float, nullable=False),
     Column("body", Text, nullable=False),  # the event as JSON
     Column("ingested_at", DateTime(timezone=True), nullable=False),
-    Column("seq", Integer, nullable=False, index=True),  # ingestion order
+    Column("seq", Integer, nullable=False),  # ingestion order, unique (ux_events_seq)
+    # False until the event's batch went through the rule engine and its alerts were stored:
+    # recovery evaluates what a crash left unevaluated, however old (backfill) it is
+    Column("evaluated", Boolean, nullable=False, default=False, server_default=text("true")),
+    Index("ux_events_seq", "seq", unique=True),
+    Index("ix_events_unevaluated", "evaluated"),
 )
 
 alerts_table = Table(
@@ -120,13 +134,38 @@ quarantine_table = Table(
     Column("source", String(1024), nullable=False),
     Column("reason", Text, nullable=False),
     Column("raw", Text, nullable=False),
+    Column("digest", String(64)),  # sha256 of (source, reason, raw): a rerun quarantines nothing twice
+    Index("ux_quarantine_digest", "digest", unique=True),
 )
 
-#: version -> list of SQL statements upgrading from version-1 (dialect-neutral DDL only)
-MIGRATIONS: dict[int, list[str]] = {
+#: PostgreSQL sequence that allocates ``events.seq`` (SQLite allocates under its write lock)
+EVENT_SEQ = "kizashi_events_seq"
+#: key of the PostgreSQL advisory lock held while the schema is created or migrated
+SCHEMA_LOCK_KEY = 0x6B697A617368  # "kizash"
+
+def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
+    if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
+
+
+#: version -> steps upgrading from version-1: SQL (dialect-neutral DDL) or a function of the connection
+MIGRATIONS: dict[int, list[str | Callable[[Connection], None]]] = {
     2: ["CREATE INDEX IF NOT EXISTS ix_events_account_time ON events (account, time)"],
-    3: ["ALTER TABLE alerts ADD COLUMN group_key TEXT",
-        "CREATE INDEX IF NOT EXISTS ix_alerts_rule_last_seen ON alerts (rule_id, last_seen)"],
+    3: [  # unique seq (older stores could repeat it under concurrent ingest), evaluation marker,
+          # quarantine digest
+        "UPDATE events SET seq = r.n FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY seq, id) AS n FROM events) AS r "
+        "WHERE events.id = r.id",
+        "DROP INDEX IF EXISTS ix_events_seq",
+        "CREATE UNIQUE INDEX IF NOT EXISTS ux_events_seq ON events (seq)",
+        lambda conn: _add_column(conn, "events", "evaluated", "BOOLEAN NOT NULL DEFAULT true"),
+        "CREATE INDEX IF NOT EXISTS ix_events_unevaluated ON events (evaluated)",
+        lambda conn: _add_column(conn, "quarantine", "digest", "VARCHAR(64)"),
+        "CREATE UNIQUE INDEX IF NOT EXISTS ux_quarantine_digest ON quarantine (digest)",
+    ],
+    4: [  # suppression look-up key of an alert (rule group); the observations table is created by create_all
+        lambda conn: _add_column(conn, "alerts", "group_key", "TEXT"),
+        "CREATE INDEX IF NOT EXISTS ix_alerts_rule_last_seen ON alerts (rule_id, last_seen)",
+    ],
 }
 
 MAX_QUARANTINE_RAW = 64 * 1024
@@ -177,6 +216,10 @@ class OutboxItem:
     attempts: int
 
 
+class StoreUnavailable(ValueError):
+    """The store URL is malformed, or the database cannot be opened or reached."""
+
+
 class Store:
     """A kizashi event store at ``url`` (created and migrated on open)."""
 
@@ -185,25 +228,42 @@ class Store:
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
-        self.engine: Engine = create_engine(self.url, **kwargs)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        self.migrate()
+        try:
+            self.engine: Engine = create_engine(self.url, **kwargs)
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+                event.listen(self.engine, "begin", _sqlite_begin)
+            self.migrate()
+        except (ArgumentError, OperationalError, ImportError) as exc:  # a bad URL, an unreachable server
+            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+            raise StoreUnavailable(f"cannot open the store {_redact(self.url)}: {reason}") from exc
+
+    def _write(self) -> Any:
+        """A write transaction: ``BEGIN IMMEDIATE`` on SQLite (takes the write lock up front, so
+        concurrent writers queue on the busy timeout instead of failing a lock upgrade)."""
+        return self.engine.connect().execution_options(sqlite_immediate=True)
 
     # -- schema ---------------------------------------------------------------------------------
     def migrate(self) -> int:
-        """Create missing tables and apply pending migrations; returns the schema version."""
-        metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            current = conn.execute(select(func.max(schema_table.c.version))).scalar()
-            if current is None:  # fresh store: everything is already at the newest version
+        """Create missing tables and apply pending migrations, in one transaction under a lock (so
+        processes opening one new store at once do not race); returns the schema version."""
+        with self._write() as conn, conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+            fresh = not conn.dialect.has_table(conn, schema_table.name)
+            current = None if fresh else conn.execute(select(func.max(schema_table.c.version))).scalar()
+            metadata.create_all(conn)  # missing tables only (an existing table is left to MIGRATIONS)
+            if current is None:  # fresh store: everything is at the newest version
                 conn.execute(insert(schema_table).values(version=SCHEMA_VERSION, applied_at=datetime.now(UTC)))
-                return SCHEMA_VERSION
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                for stmt in MIGRATIONS.get(version, []):
-                    if not _column_added(conn, stmt):
-                        conn.exec_driver_sql(stmt)
-                conn.execute(insert(schema_table).values(version=version, applied_at=datetime.now(UTC)))
+            else:
+                for version in range(current + 1, SCHEMA_VERSION + 1):
+                    for step in MIGRATIONS.get(version, []):
+                        conn.exec_driver_sql(step) if isinstance(step, str) else step(conn)
+                    conn.execute(insert(schema_table).values(version=version, applied_at=datetime.now(UTC)))
+            if conn.dialect.name == "postgresql" and conn.execute(
+                    text("SELECT to_regclass(:n)"), {"n": EVENT_SEQ}).scalar() is None:
+                conn.exec_driver_sql(f"CREATE SEQUENCE {EVENT_SEQ}")
+                conn.exec_driver_sql(f"SELECT setval('{EVENT_SEQ}', COALESCE(MAX(seq), 0) + 1, false) FROM events")
         return SCHEMA_VERSION
 
     def schema_version(self) -> int:
@@ -220,37 +280,68 @@ class Store:
         self.close()
 
     # -- events ---------------------------------------------------------------------------------
-    def add_events(self, events: Iterable[DetectionEvent]) -> IngestResult:
-        """Store events; an id already stored (or repeated in the batch) is counted as a duplicate."""
+    def add_events(self, events: Iterable[DetectionEvent], *, evaluated: bool = False) -> IngestResult:
+        """Store events with one multi-row insert-or-ignore; an id already stored (or repeated in
+        the batch) is counted as a duplicate. An event that cannot be serialised is quarantined."""
         result = IngestResult()
-        batch = list(events)
-        if not batch:
-            return result
         now = datetime.now(UTC)
-        with self.engine.begin() as conn:
-            ids = [e.id for e in batch]
-            existing: set[str] = set()
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
-                existing.update(conn.execute(select(events_table.c.id).where(events_table.c.id.in_(chunk))).scalars())
-            seq = int(conn.execute(select(func.coalesce(func.max(events_table.c.seq), 0))).scalar() or 0)
-            rows = []
-            for e in batch:
-                if e.id in existing:
-                    result.duplicates += 1
-                    continue
-                existing.add(e.id)
-                seq += 1
-                rows.append({
-                    "id": e.id, "time": e.time, "stage": e.stage, "attack": e.attack, "detector": e.detector.name,
-                    "account": e.subject.account, "model": e.target.model, "score": e.score,
-                    "body": e.to_json(), "ingested_at": now, "seq": seq,
-                })
-                result.new_events.append(e)
-            if rows:
-                conn.execute(insert(events_table), rows)
+        rows, kept = [], []
+        seen: set[str] = set()
+        for e in events:
+            if e.id in seen:
+                result.duplicates += 1
+                continue
+            seen.add(e.id)
+            try:
+                body = e.to_json()
+            except (ValueError, OverflowError, RecursionError) as exc:  # validated, but not storable
+                self.quarantine(repr(e)[:MAX_QUARANTINE_RAW], f"event {e.id!r} cannot be stored: {exc}",
+                                source="store")
+                result.quarantined += 1
+                continue
+            rows.append({"id": e.id, "time": e.time, "stage": e.stage, "attack": e.attack,
+                         "detector": _storable(e.detector.name), "account": _column(e.subject.account),
+                         "model": _column(e.target.model),
+                         "score": e.score, "body": body, "ingested_at": now, "evaluated": evaluated})
+            kept.append(e)
+        if not rows:
+            return result
+        with self._write() as conn, conn.begin():
+            for row, seq in zip(rows, self._allocate_seq(conn, len(rows)), strict=True):
+                row["seq"] = seq
+            inserted = set(_insert_or_ignore(conn, events_table, rows, key="id"))
+        result.new_events = [e for e in kept if e.id in inserted]
         result.stored = len(result.new_events)
+        result.duplicates += len(kept) - result.stored
         return result
+
+    def _allocate_seq(self, conn: Connection, n: int) -> list[int]:
+        """``n`` fresh, unique ``seq`` values: from the sequence on PostgreSQL; on SQLite under the
+        write lock this (``BEGIN IMMEDIATE``) transaction already holds."""
+        if conn.dialect.name == "postgresql":
+            return list(conn.execute(text(f"SELECT nextval('{EVENT_SEQ}') FROM generate_series(1, :n)"),
+                                     {"n": n}).scalars())
+        top = int(conn.execute(select(func.coalesce(func.max(events_table.c.seq), 0))).scalar() or 0)
+        return list(range(top + 1, top + n + 1))
+
+    def mark_evaluated(self, event_ids: Iterable[str]) -> None:
+        """Record that these events went through the rule engine and their alerts are stored."""
+        ids = list(event_ids)
+        with self._write() as conn, conn.begin():
+            for i in range(0, len(ids), 500):
+                conn.execute(update(events_table).where(events_table.c.id.in_(ids[i:i + 500]))
+                             .values(evaluated=True))
+
+    def unevaluated_span(self) -> tuple[datetime, datetime, list[str]] | None:
+        """(earliest, latest time, ids) of the events stored but never evaluated (a crash between
+        storing events and their alerts), or None."""
+        q = select(events_table.c.id, events_table.c.time).where(events_table.c.evaluated.is_(False))
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        if not rows:
+            return None
+        times = [_utc(t) for _, t in rows]
+        return min(times), max(times), [i for i, _ in rows]
 
     def get_event(self, event_id: str) -> DetectionEvent | None:
         with self.engine.connect() as conn:
@@ -267,11 +358,15 @@ class Store:
                     out[eid] = DetectionEvent.parse(body)
         return out
 
-    def iter_events(self, *, since: datetime | None = None, order: str = "time") -> Iterator[DetectionEvent]:
-        """Events by time (or ``order="seq"``: ingestion order), optionally from ``since`` on."""
+    def iter_events(self, *, since: datetime | None = None, until: datetime | None = None,
+                    order: str = "time") -> Iterator[DetectionEvent]:
+        """Events by time (or ``order="seq"``: ingestion order), optionally from ``since`` on and up
+        to ``until`` (both inclusive)."""
         q = select(events_table.c.body)
         if since is not None:
             q = q.where(events_table.c.time >= _utc(since))
+        if until is not None:
+            q = q.where(events_table.c.time <= _utc(until))
         q = q.order_by(events_table.c.seq if order == "seq" else events_table.c.time, events_table.c.id)
         with self.engine.connect() as conn:
             for (body,) in conn.execute(q):
@@ -288,32 +383,22 @@ class Store:
 
     # -- alerts ---------------------------------------------------------------------------------
     def add_alerts(self, alerts: Iterable[Alert], *, sinks: Sequence[str] = ()) -> list[Alert]:
-        """Store alerts (idempotent on id) with their chain links and one outbox row per sink.
+        """Store alerts (insert-or-ignore on id) with their chain links and one outbox row per sink.
         Returns the alerts that were new."""
-        new: list[Alert] = []
         now = datetime.now(UTC)
         batch = list({a.id: a for a in alerts}.values())
         if not batch:
-            return new
-        with self.engine.begin() as conn:
-            existing: set[str] = set()
-            ids = [a.id for a in batch]
-            for i in range(0, len(ids), 500):
-                existing.update(conn.execute(select(alerts_table.c.id).where(alerts_table.c.id.in_(ids[i:i + 500])))
-                                .scalars())
-            new = [a for a in batch if a.id not in existing]
-            if not new:
-                return new
-            conn.execute(insert(alerts_table), [
+            return []
+        with self._write() as conn, conn.begin():
+            inserted = set(_insert_or_ignore(conn, alerts_table, [
                 {"id": a.id, "rule_id": a.rule.id, "level": a.level, "first_seen": a.first_seen,
                  "last_seen": a.last_seen, "created": a.created, "body": a.to_json(),
-                 "group_key": group_key(a.group)} for a in new])
-            links = [{"alert_id": a.id, "position": i, "event_id": eid} for a in new for i, eid in enumerate(a.event_ids)]
-            if links:
-                conn.execute(insert(alert_events_table), links)
-            if sinks:
-                conn.execute(insert(outbox_table), [
-                    {"alert_id": a.id, "sink": s, "attempts": 0, "next_try": now} for a in new for s in sinks])
+                 "group_key": group_key(a.group)} for a in batch], key="id"))
+            new = [a for a in batch if a.id in inserted]
+            _insert_or_ignore(conn, alert_events_table, [
+                {"alert_id": a.id, "position": i, "event_id": eid} for a in new for i, eid in enumerate(a.event_ids)])
+            _insert_or_ignore(conn, outbox_table, [
+                {"alert_id": a.id, "sink": s, "attempts": 0, "next_try": now} for a in new for s in sinks])
         return new
 
     def get_alert(self, alert_id: str) -> Alert | None:
@@ -410,17 +495,10 @@ class Store:
     # -- outbox ---------------------------------------------------------------------------------
     def enqueue(self, alert_ids: Iterable[str], sink: str) -> int:
         """Add outbox rows for ``sink`` (existing (alert, sink) rows are kept as they are)."""
-        n = 0
         now = datetime.now(UTC)
-        with self.engine.begin() as conn:
-            for aid in alert_ids:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(insert(outbox_table).values(alert_id=aid, sink=sink, attempts=0, next_try=now))
-                    n += 1
-                except IntegrityError:
-                    pass
-        return n
+        rows = [{"alert_id": aid, "sink": sink, "attempts": 0, "next_try": now} for aid in dict.fromkeys(alert_ids)]
+        with self._write() as conn, conn.begin():
+            return len(_insert_or_ignore(conn, outbox_table, rows, key="id"))
 
     def pending(self, sink: str, *, now: datetime | None = None, limit: int = 100) -> list[OutboxItem]:
         now = now or datetime.now(UTC)
@@ -461,14 +539,28 @@ class Store:
     # -- quarantine -----------------------------------------------------------------------------
     def quarantine(self, raw: str | bytes, reason: str, *, source: str = "") -> None:
         """Keep a rejected record verbatim (truncated to 64 KiB) with the reason it was rejected."""
-        if isinstance(raw, bytes):
-            raw = raw.decode("utf-8", errors="replace")
-        raw = raw.replace("\x00", "\\x00")  # PostgreSQL text cannot hold NUL
-        if len(raw) > MAX_QUARANTINE_RAW:
-            raw = raw[:MAX_QUARANTINE_RAW] + f"...[truncated, {len(raw)} chars]"
-        with self.engine.begin() as conn:
-            conn.execute(insert(quarantine_table).values(time=datetime.now(UTC), source=source[:1024],
-                                                         reason=reason.replace("\x00", "\\x00")[:4000], raw=raw))
+        self.quarantine_many([(raw, reason)], source=source)
+
+    def quarantine_many(self, records: Iterable[tuple[str | bytes, str]], *, source: str = "") -> int:
+        """Quarantine ``(raw, reason)`` pairs in one multi-row insert-or-ignore: the same record
+        rejected for the same reason from the same source is kept once, however often it is resent.
+        Returns how many rows were new."""
+        now = datetime.now(UTC)
+        source = _storable(source)[:1024]
+        rows = {}
+        for raw, reason in records:
+            if isinstance(raw, bytes):
+                raw = raw.decode("utf-8", errors="replace")
+            raw = _storable(raw)
+            if len(raw) > MAX_QUARANTINE_RAW:
+                raw = raw[:MAX_QUARANTINE_RAW] + f"...[truncated, {len(raw)} chars]"
+            reason = _storable(reason)[:4000]
+            digest = hashlib.sha256("\x00".join((source, reason, raw)).encode()).hexdigest()
+            rows[digest] = {"time": now, "source": source, "reason": reason, "raw": raw, "digest": digest}
+        if not rows:
+            return 0
+        with self._write() as conn, conn.begin():
+            return len(_insert_or_ignore(conn, quarantine_table, list(rows.values()), key="digest"))
 
     def list_quarantine(self, limit: int = 100) -> list[dict[str, Any]]:
         q = select(quarantine_table).order_by(quarantine_table.c.id).limit(limit)
@@ -486,17 +578,6 @@ class Store:
                 "schema_version": self.schema_version(), "url": _redact(self.url)}
 
 
-def _column_added(conn: Any, stmt: str) -> bool:
-    """Is ``stmt`` an ``ALTER TABLE t ADD COLUMN c ...`` whose column is already there? (SQLite has
-    no ``ADD COLUMN IF NOT EXISTS``; a store created by a newer create_all already has it.)"""
-    words = stmt.split()
-    if [w.upper() for w in words[:2]] != ["ALTER", "TABLE"] or [w.upper() for w in words[3:5]] != ["ADD", "COLUMN"]:
-        return False
-    from sqlalchemy import inspect
-
-    return words[5] in {c["name"] for c in inspect(conn).get_columns(words[2])}
-
-
 def _redact(url: str) -> str:
     """Hide a password in a database URL."""
     if "@" in url and "://" in url:
@@ -507,10 +588,62 @@ def _redact(url: str) -> str:
     return url
 
 
+def _insert_or_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]], *,
+                      key: str | None = None) -> list[Any]:
+    """One multi-row ``INSERT ... ON CONFLICT DO NOTHING`` of ``rows`` into ``table`` (SQLite and
+    PostgreSQL alike); returns the ``key`` column of the rows actually inserted (when ``key``)."""
+    if not rows:
+        return []
+    if conn.dialect.name == "postgresql":
+        return _pg_insert_or_ignore(conn, table, rows, key)
+    stmt = sqlite_dialect.insert(table).on_conflict_do_nothing()
+    if key is None:
+        conn.execute(stmt, rows)
+        return []
+    return list(conn.execute(stmt.returning(table.c[key]), rows).scalars())
+
+
+#: PostgreSQL array type of each column type, for ``unnest`` inserts
+_PG_ARRAYS = {"STRING": "text[]", "DATETIME": "timestamptz[]", "FLOAT": "float8[]",
+              "INTEGER": "int8[]", "BOOLEAN": "bool[]"}
+
+
+def _pg_insert_or_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]], key: str | None) -> list[Any]:
+    """PostgreSQL's fast path: one ``INSERT ... SELECT FROM unnest(<one array per column>) ON CONFLICT
+    DO NOTHING``: a short statement whatever the number of rows, the values sent as binary arrays
+    (text-format arrays would escape every quote of every JSON body in Python)."""
+    columns = list(rows[0])
+    arrays = ", ".join(f"CAST(%b AS {_PG_ARRAYS[table.c[c].type._type_affinity.__visit_name__.upper()]})"
+                       for c in columns)
+    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "
+           f"ON CONFLICT DO NOTHING" + (f" RETURNING {key}" if key else ""))
+    with conn.connection.driver_connection.cursor() as cur:  # same transaction as ``conn``
+        cur.execute(sql, [[r[c] for r in rows] for c in columns])
+        return [r[0] for r in cur.fetchall()] if key else []
+
+
+def _column(value: str | None) -> str | None:
+    return None if value is None else _storable(value)
+
+
+def _storable(value: str) -> str:
+    """Text both databases can hold: NUL escaped (PostgreSQL text cannot hold it), lone UTF-16
+    surrogates replaced (neither UTF-8 encoder accepts them)."""
+    value = value.replace("\x00", "\\x00")
+    return value.encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # transactions are begun by _sqlite_begin (SQLAlchemy recipe)
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """Begin SQLite transactions ourselves: ``BEGIN IMMEDIATE`` for writes (see ``Store._write``)."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN")
 

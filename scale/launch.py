@@ -61,7 +61,8 @@ def read_lines(folder: str | Path, prefix: str = "results") -> list[str]:
         return out
     for f in sorted(folder.glob(f"{prefix}*")):
         if f.is_file():
-            out += [line for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+            # split on \n only: U+2028 inside a JSON string is data (splitlines would break the record)
+            out += [line for line in f.read_text(encoding="utf-8").split("\n") if line.strip()]
     return out
 
 

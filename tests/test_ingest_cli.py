@@ -18,15 +18,19 @@ from kizashi.engine.store import Store
 KIZASHI = [sys.executable, "-m", "kizashi.cli.main"]
 
 
+#: minutes: the stream lies in the past of the host clock (later events are refused as clock skew)
+BACK = -40 * 24 * 60
+
+
 def stream(n_benign_accounts=300, per_account=20):
     """Many benign-account probing alarms that never lead anywhere, plus two campaigns, time ordered."""
     out = []
     for a in range(n_benign_accounts):
         for j in range(per_account):
             out.append(ev(f"b{a}-{j}", "precursor", "evasion", ["AML.T0043.001"], account=f"benign-{a}",
-                          minutes=a * per_account + j, detector="stateful_knn"))
+                          minutes=BACK + a * per_account + j, detector="stateful_knn"))
     for i, acct in enumerate(["mallory", "trudy"]):
-        m = 1000 * (i + 1)
+        m = BACK + 1000 * (i + 1)
         out += [ev(f"{acct}-x", "symptom", "extraction", ["AML.T0024.002"], account=acct, minutes=m),
                 ev(f"{acct}-v", "symptom", "evasion", ["AML.T0015"], account=acct, minutes=m + 30,
                    detector="magnet")]

@@ -161,7 +161,8 @@ def test_deeply_nested_json_is_quarantined_with_a_reason(token_server):
     code, body = s.request(b"[" + deep + b", " + _event(8).encode() + b"]", auth)
     assert code == 207 and body["stored"] == 1
     store = Store(s.db)
-    assert store.count_quarantine() == 2 and store.count_events() == 1
+    # the same rejected record for the same reason is quarantined once, however often it is resent
+    assert store.count_quarantine() == 1 and store.count_events() == 1
 
 
 def test_no_token_mode_requires_json_content_type(open_server):
