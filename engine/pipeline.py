@@ -117,7 +117,7 @@ class Pipeline:
         self._named: dict[tuple[str, str], Any] = {}  # (field, entity) -> last_seen of an open non-risk incident
         latest = store.latest_event_time()
         if latest is not None:
-            for a in store.list_alerts(since=latest - alerting.suppression_window):
+            for a in store.list_alerts(since=_clamp(latest, -alerting.suppression_window)):
                 self._note_incident(a)
         self.recovered_alerts: list[Alert] = []
         if recover:

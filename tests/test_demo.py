@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from kizashi.cli.demo_run import CAMPAIGNS, run_demo
+from kizashi.cli.demo_run import CAMPAIGNS, DEMO_DB_FILE, run_demo
 from stix2validator import validate_string
 
 pytestmark = pytest.mark.slow  # the module's demo run and its checks take about a minute together
@@ -86,7 +86,7 @@ def test_soc_is_handed_incidents_and_keeps_every_observation(demo_out):
     assert {(o["rule"], o["event_id"]) for o in observed if o["type"] == "match"} == matches
     assert len(observed) == summary["observations"]
     r = subprocess.run([sys.executable, "-m", "kizashi.cli.main", "alerts", "list", "--observations", "--format",
-                        "json", "--db", f"sqlite:///{out / 'kizashi.db'}"], capture_output=True, text=True, timeout=300)
+                        "json", "--db", f"sqlite:///{out / DEMO_DB_FILE}"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert [json.loads(x) for x in r.stdout.splitlines()] == observed
     # the STIX bundle holds one grouping per delivered alert
