@@ -119,25 +119,45 @@ class FieldMapping:
                 yield AdapterError(f"record {n}: {exc}", raw)
 
 
-def read_records(text: str, fmt: str) -> list[tuple[str, dict | None, str | None]]:
-    """JSON lines or CSV (header row) → (raw, record, error) per record."""
+#: the longest CSV cell accepted (the csv module's default field limit); a longer one rejects its row
+MAX_CSV_CELL = 128 * 1024
+
+
+def _read_csv(text: str) -> list[tuple[str, dict | None, str | None]]:
+    """CSV with a header row. The csv module would stop at its field limit in the middle of a quoted
+    cell and go on parsing from there, out of step with the quoting (a cell holding line breaks then
+    becomes many bogus rows): so the parse itself has no limit, and a row with a cell over
+    ``MAX_CSV_CELL`` is rejected on its own afterwards."""
     out: list[tuple[str, dict | None, str | None]] = []
-    if fmt == "csv":
+    previous = csv.field_size_limit()
+    csv.field_size_limit(max(previous, len(text) + 1))
+    try:
         reader = csv.DictReader(io.StringIO(text))
         while True:
             try:
                 row = next(reader)
             except StopIteration:
                 break
-            except csv.Error as exc:  # e.g. a field over the csv module's limit: this row only
+            except csv.Error as exc:  # malformed beyond the csv dialect: this row only
                 out.append((f"(CSV line {reader.reader.line_num})", None, f"unreadable CSV row: {exc}"))
                 continue
             raw = ",".join(str(v) for v in row.values())
             if None in row:  # more cells than header columns
                 out.append((raw, None, "more cells than header columns"))
+            elif any(isinstance(v, str) and len(v) > MAX_CSV_CELL for v in row.values()):
+                out.append((raw, None, f"a CSV cell is longer than {MAX_CSV_CELL} characters"))
             else:
                 out.append((raw, dict(row), None))
-        return out
+    finally:
+        csv.field_size_limit(previous)
+    return out
+
+
+def read_records(text: str, fmt: str) -> list[tuple[str, dict | None, str | None]]:
+    """JSON lines or CSV (header row) → (raw, record, error) per record."""
+    out: list[tuple[str, dict | None, str | None]] = []
+    if fmt == "csv":
+        return _read_csv(text)
     for line in text.split("\n"):  # not splitlines(): U+2028 and friends are data inside JSON strings
         if not line.strip():
             continue

@@ -6,25 +6,11 @@ import json
 import warnings
 
 import numpy as np
+from helpers_mapping import MAPPING
 from kizashi.cli.main import app
 from kizashi.connectors.adapters import AdapterError, FieldMapping, from_art_detector, read_records
 from kizashi.engine.store import Store
 from typer.testing import CliRunner
-
-MAPPING = """
-detector: {id: vendor.guard, name: vendor_guard, version: "2.1"}
-defaults: {stage: symptom, attack: evasion, atlas.technique: [AML.T0015], severity: high}
-fields:
-  id: request_id
-  time: ts
-  account.id: user.name
-  source.ip: client_ip
-  model.id: model
-  score: adv_score
-  threshold: cutoff
-time_format: epoch_ms
-keep_unmapped_as_evidence: true
-"""
 
 
 def test_json_records_with_nested_paths_and_bad_ones():

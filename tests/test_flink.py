@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _flink_corpus import write_corpus
+from helpers_flink_corpus import write_corpus
 from kizashi.cli.main import app
 from kizashi.detectors.artefacts import load_fitted, save_fitted
 from kizashi.scale.launch import FlinkNotInstalled, flink_python, job_command, job_environment, read_lines

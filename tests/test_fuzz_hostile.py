@@ -16,6 +16,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from helpers_mapping import MAPPING
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kizashi.connectors.adapters import AdapterError, FieldMapping, read_records
@@ -26,7 +27,6 @@ from kizashi.connectors.syslog import _CONTROL, alert_fields
 from kizashi.engine.events import Alert, DetectionEvent, EventValidationError, RuleRef
 from kizashi.engine.pipeline import Pipeline, TimeBounds
 from kizashi.engine.store import Store
-from test_adapters import MAPPING
 
 EXAMPLES = 10  # hypothesis examples per path
 PER_EXAMPLE = 1_100  # records per example: 11,000 per path

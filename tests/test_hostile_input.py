@@ -195,7 +195,7 @@ def test_sink_answering_200_with_html_is_retried_and_later_sinks_still_deliver(s
 
 # -- row 13: a CSV field over 128 KiB ------------------------------------------------------------------
 def test_csv_row_with_huge_field_is_quarantined_alone(tmp_path):
-    from test_adapters import MAPPING
+    from helpers_mapping import MAPPING
 
     (tmp_path / "map.yaml").write_text(MAPPING)
     (tmp_path / "alarms.csv").write_text(
@@ -208,7 +208,7 @@ def test_csv_row_with_huge_field_is_quarantined_alone(tmp_path):
             "--db", db)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["stored"] == 2 and json.loads(r.stdout)["quarantined"] == 1
-    assert "field larger than field limit" in Store(db).list_quarantine()[0]["reason"]
+    assert "CSV cell is longer than" in Store(db).list_quarantine()[0]["reason"]
 
 
 # -- row 14: rerunning an ingest --------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import random
 from collections import Counter, defaultdict
 
 import pytest
-from _flink_corpus import write_corpus
+from helpers_flink_corpus import write_corpus
 from kizashi.cli.main import app
 from kizashi.engine.sigma import RuleSet
 from kizashi.scale.keyed_detectors import KeyedQueryDetector, check_query

@@ -13,9 +13,18 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import yaml
+from helpers_sigma_cases import (
+    ALIASED,
+    BASE_RULES,
+    T0,
+    WORDS_CORR,
+    chained_strategy,
+    corr_events_strategy,
+    correlation_strategy,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kizashi.engine.sigma import RuleSet
@@ -25,7 +34,6 @@ from sigma.collection import SigmaCollection
 FIELDS = ["name", "user", "cmd"]
 WORDS = ["ab", "AB", "a*b", "xab", "abx", "a", "b", "ba", "a?b", "a\\b", "a_b", "a%b", "Ab*", "ß"]
 PATTERNS = ["ab", "a*", "*b", "*a*", "a?b", "a\\*b", "A\\?B", "a\\\\b", "a_b", "a%b", "?", "*", "b", "BA", "x*x"]
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 SETTINGS = settings(max_examples=int(__import__("os").environ.get("KIZASHI_DIFF_EXAMPLES", "100")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -122,66 +130,6 @@ def test_detection_matches_equal_sqlite(detection, events):
         assert {r.event_ids[0] for r in micro.push_many(events) + micro.flush()} == oracle
 
 
-BASE_RULES = """
-title: a
-name: rule_a
-logsource: {product: kizashi}
-detection:
-  sel: {name: a}
-  condition: sel
----
-title: b
-name: rule_b
-logsource: {product: kizashi}
-detection:
-  sel: {name|startswith: b}
-  condition: sel
-"""
-
-WORDS_CORR = ["a", "A", "b", "ba", "x"]
-
-
-@st.composite
-def correlation_strategy(draw):
-    kind = draw(st.sampled_from([
-        "event_count", "value_count", "temporal", "temporal_ordered",
-        "value_sum", "value_avg", "value_median", "value_percentile",
-    ]))
-    rules = draw(st.sampled_from([["rule_a"], ["rule_a", "rule_b"], ["rule_b", "rule_a"]]))
-    if kind.startswith("temporal") and len(rules) == 1:
-        rules = ["rule_a", "rule_b"]
-    corr: dict = {"type": kind, "rules": rules, "group-by": ["user"],
-                  "timespan": f"{draw(st.integers(5, 120))}s"}
-    op = draw(st.sampled_from(["gt", "gte", "lt", "lte", "eq", "neq"]))
-    if kind == "temporal_ordered":
-        pass  # default condition: all steps in order
-    elif kind == "temporal":
-        corr["condition"] = {draw(st.sampled_from(["gte", "eq", "gt"])): draw(st.integers(1, 2))}
-    else:
-        cond: dict = {op: draw(st.integers(0, 25))}
-        if kind == "value_count":
-            cond["field"] = "cmd"
-        elif kind.startswith("value_"):
-            cond["field"] = "num"
-        if kind == "value_percentile":
-            cond["percentile"] = draw(st.integers(0, 100))
-        corr["condition"] = cond
-    return {"title": "c", "name": "corr", "correlation": corr}
-
-
-@st.composite
-def corr_events_strategy(draw):
-    n = draw(st.integers(1, 16))
-    return [{
-        "id": f"e{i}",
-        "time": (T0 + timedelta(seconds=draw(st.integers(0, 200)))).isoformat().replace("+00:00", "Z"),
-        "name": draw(st.sampled_from(WORDS_CORR)),
-        "user": draw(st.sampled_from(["u1", "U1", "u2"])),
-        "cmd": draw(st.sampled_from(["p", "P", "q", "r"])),
-        "num": draw(st.integers(-3, 9)),
-    } for i in range(n)]
-
-
 def oracle_firings(text: str, events: list[dict]) -> set[tuple]:
     backend = sqliteBackend(timestamp_field="time", event_id_field="id")
     queries = backend.convert(SigmaCollection.from_yaml(text))
@@ -260,17 +208,6 @@ def test_microbatch_equals_stream_at_batch_boundaries(corr, case):
         assert mine == oracle_firings(text, events), text
 
 
-@st.composite
-def chained_strategy(draw):
-    inner = draw(correlation_strategy())
-    outer = {"title": "o", "name": "outer", "correlation": {
-        "type": draw(st.sampled_from(["event_count", "temporal"])), "rules": ["corr"], "group-by": ["user"],
-        "timespan": f"{draw(st.integers(5, 200))}s"}}
-    if outer["correlation"]["type"] == "event_count":
-        outer["correlation"]["condition"] = {draw(st.sampled_from(["gte", "gt", "lte"])): draw(st.integers(1, 3))}
-    return inner, outer
-
-
 @SETTINGS
 @given(pair=chained_strategy(), events=corr_events_strategy())
 def test_chained_correlation_firings_equal_sqlite(pair, events):
@@ -283,19 +220,6 @@ def test_chained_correlation_firings_equal_sqlite(pair, events):
         for r in rs.evaluate_batch(events) if r.type == "correlation" and r.rule_id == "outer"
     }
     assert mine == oracle, text
-
-
-ALIASED = BASE_RULES + """---
-title: c
-name: corr
-correlation:
-  type: temporal
-  rules: [rule_a, rule_b]
-  group-by: [who]
-  aliases:
-    who: {rule_a: user, rule_b: cmd}
-  timespan: 60s
-"""
 
 
 @SETTINGS

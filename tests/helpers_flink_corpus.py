@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
+from helpers_campaigns import campaign_events
+from helpers_sigma_cases import ALIASED, chained_strategy, corr_events_strategy, correlation_strategy
 from hypothesis import HealthCheck, given, settings
 from kizashi.rules import bundled_rules_path
-from test_rules_campaigns import campaign_events
-from test_sigma_differential import ALIASED, chained_strategy, corr_events_strategy, correlation_strategy
 
 CASES = Path(__file__).parent / "rules_cases"
 SHIFT = timedelta(days=10)  # between bundled-pack cases: no window spans two cases
