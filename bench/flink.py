@@ -21,19 +21,17 @@ import os
 import pickle
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kizashi.engine.sigma import RuleSet  # noqa: E402
 from kizashi.rules import bundled_rules_path  # noqa: E402
 from kizashi.scale.keyed_rules import KeyedRulePlan, rules_text  # noqa: E402
 from kizashi.scale.launch import job_command, job_environment, read_lines  # noqa: E402
 
-from engine import events  # noqa: E402  (bench/engine.py: the shared synthetic workload)
+from engine import events  # noqa: E402  (bench/engine.py beside this script: the shared synthetic workload)
 
 
 def single_process(path: Path) -> tuple[float, list[str], int]:

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import sqlite3
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -70,10 +69,9 @@ def postgresql_url():
     if os.environ.get("KIZASHI_TEST_PG_URL"):
         yield os.environ["KIZASHI_TEST_PG_URL"]
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    import conftest
+    from kizashi.scenarios.postgres import throwaway_postgres
 
-    with contextmanager(conftest.postgresql_url.__wrapped__)() as url:
+    with throwaway_postgres() as url:
         yield url
 
 

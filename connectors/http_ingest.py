@@ -50,6 +50,43 @@ def _raw(record: Any) -> str:
         return json.dumps({"unserialisable_record": f"a {type(record).__name__} nested too deeply to re-serialise"})
 
 
+def array_elements(text: str) -> list[str] | None:
+    """The texts of a JSON array's top-level elements, found by bracket matching outside strings
+    (no parse), or None if ``text`` is not one well-bracketed array. Used when the whole array does
+    not parse (e.g. one element nested past the parser's depth limit): each element is then parsed
+    and judged alone, so one hostile record cannot take its valid neighbours down with it."""
+    body = text.strip()
+    if len(body) < 2 or body[0] != "[" or body[-1] != "]":
+        return None
+    out, depth, start, in_string, escaped = [], 0, 1, False, False
+    for i in range(1, len(body) - 1):
+        ch = body[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+            if depth < 0:
+                return None
+        elif ch == "," and depth == 0:
+            out.append(body[start:i])
+            start = i + 1
+    if depth or in_string:
+        return None
+    last = body[start:-1]
+    if last.strip() or out:
+        out.append(last)
+    return [e.strip() for e in out]
+
+
 def split_records(body: bytes, content_type: str) -> list[tuple[str, Any | None, str | None]]:
     """Body → [(raw text, parsed JSON or None, error or None)] per record."""
     text = body.decode("utf-8", errors="replace")
@@ -59,19 +96,22 @@ def split_records(body: bytes, content_type: str) -> list[tuple[str, Any | None,
             data = _loads(text)
         except orjson.JSONDecodeError:
             data = None
+            elements = array_elements(text)
+            if elements is not None:
+                return [_parse_one(e) for e in elements]
         if isinstance(data, list):
             return [(_raw(x), x, None) for x in data]
         if isinstance(data, dict):
             return [(text, data, None)]
-    out = []
-    for line in text.split("\n"):  # not splitlines(): U+2028 and friends are data inside JSON strings
-        if not line.strip():
-            continue
-        try:
-            out.append((line, _loads(line), None))
-        except orjson.JSONDecodeError as exc:
-            out.append((line, None, f"not valid JSON: {exc}"))
-    return out
+    # not splitlines(): U+2028 and friends are data inside JSON strings
+    return [_parse_one(line) for line in text.split("\n") if line.strip()]
+
+
+def _parse_one(text: str) -> tuple[str, Any | None, str | None]:
+    try:
+        return text, _loads(text), None
+    except orjson.JSONDecodeError as exc:
+        return text, None, f"not valid JSON: {exc}"
 
 
 def bearer_token(header: bytes) -> bytes | None:

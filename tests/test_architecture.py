@@ -61,3 +61,28 @@ def test_every_room_is_a_package_in_pyproject() -> None:
     for room in ALLOWED:
         if (ROOT / room).is_dir():
             assert f'"kizashi.{room}" = "{room}"' in text, f"{room}/ is not mapped in pyproject package-dir"
+
+
+def test_tests_and_benches_share_code_only_through_helpers() -> None:
+    """Shared test code lives in conftest.py and helpers_*.py; bench/ and tests/ never import each
+    other, and nothing edits sys.path or loads a module by file path."""
+    bad = []
+    for folder in ("tests", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.Attribute) and (
+                        node.attr == "spec_from_file_location"
+                        or (node.attr == "path" and isinstance(node.value, ast.Name) and node.value.id == "sys")):
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno} edits sys.path or loads a file by path")
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top.startswith("test_") or (top.startswith("_") and top != "__future__") or top in ("tests", "bench"):
+                        bad.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
+    assert not bad, "\n".join(bad)

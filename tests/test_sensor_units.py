@@ -108,8 +108,8 @@ def test_tensor_decoder_fuzz_raw_bytes_decoded_or_400(raw):
 def test_tensor_decoder_hostile_cases_answered_with_reasons():
     deep = b"[" * 100_000 + b"]" * 100_000
     cases = {
-        deep: "JSON object",
-        b'{"inputs": ' + deep + b'}': "must be a JSON object",
+        deep: "JSON object|not valid JSON",  # which one depends on the parser's depth limit
+        b'{"inputs": ' + deep + b'}': "must be a JSON object|not valid JSON",
         b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [NaN]}]}': "not valid JSON",
         orjson.dumps({"inputs": [{"name": "x", "shape": [2**40, 2**40], "datatype": "FP32", "data": []}]}): "more than",
         orjson.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [True]}]}): "numbers only",

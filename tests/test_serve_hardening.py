@@ -156,7 +156,7 @@ def test_deeply_nested_json_is_quarantined_with_a_reason(token_server):
     s = token_server
     auth = {"Authorization": "Bearer s3cret"}
     deep = b"[" * 50_000 + b"]" * 50_000
-    code, body = s.request(deep, auth)
+    code, body = s.request(b"[" + deep + b"]", auth)  # one record: ``deep``
     assert code == 422 and body["rejected_count"] == 1
     code, body = s.request(b"[" + deep + b", " + _event(8).encode() + b"]", auth)
     assert code == 207 and body["stored"] == 1
