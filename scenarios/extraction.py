@@ -42,18 +42,20 @@ def steal_proxy(victim: Any, X_query: np.ndarray, proxy: Any = None) -> Any:
     return proxy.fit(X_query, victim.predict(X_query))
 
 
-def ood_natural_pool(n: int, *, seed: int = 0) -> np.ndarray:
-    """Natural images that are not digits: 8x8 grey patches of scikit-learn's bundled sample photos,
-    inverted and scaled to [0, 1] (the "natural out-of-distribution" pool of Knockoff Nets)."""
+def ood_natural_pool(n: int, *, seed: int = 0, side: int = 8) -> np.ndarray:
+    """Natural images that are not digits: ``side`` x ``side`` grey patches (4x4-pixel means of a
+    ``4 * side`` square crop) of scikit-learn's bundled sample photos, inverted and scaled to [0, 1]
+    (the "natural out-of-distribution" pool of Knockoff Nets)."""
     from sklearn.datasets import load_sample_images
 
     rng = np.random.default_rng(seed)
     photos = [img.mean(axis=2) / 255.0 for img in load_sample_images().images]
-    out = np.empty((n, 64))
+    crop = 4 * side
+    out = np.empty((n, side * side))
     for i in range(n):
         p = photos[i % len(photos)]
-        r, c = rng.integers(0, p.shape[0] - 32), rng.integers(0, p.shape[1] - 32)
-        patch = p[r:r + 32, c:c + 32].reshape(8, 4, 8, 4).mean(axis=(1, 3))  # 32x32 -> 8x8
+        r, c = rng.integers(0, p.shape[0] - crop), rng.integers(0, p.shape[1] - crop)
+        patch = p[r:r + crop, c:c + crop].reshape(side, 4, side, 4).mean(axis=(1, 3))  # 4*side -> side
         out[i] = 1.0 - patch.ravel()
     return out
 
@@ -76,35 +78,55 @@ def run_extraction(api: InferenceAPI, attack: str, X_natural: np.ndarray, *, acc
     Returns the queries sent and the thieved model's agreement with the victim on ``X_test``.
     """
     quiet_art()
-    from art.attacks.extraction import CopycatCNN, KnockoffNets
-
     np.random.seed(seed)
     rng = np.random.default_rng(seed)
     clf = api.art_classifier(account, rate=rate, start=start, seed=seed, flat=True)
     base = api.count(account)
-    stolen = thief(seed)
+    stolen, before = thief(seed), len(api.log)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if attack in ("copycat-natural", "copycat-uniform"):
-            pool = (X_natural if attack == "copycat-natural" else rng.uniform(0, 1, (n_queries, api.n_features)))
-            n = min(n_queries, len(pool))
-            stolen = CopycatCNN(clf, nb_stolen=n, nb_epochs=1, batch_size_query=16).extract(
-                pool.astype(np.float32), thieved_classifier=stolen)
-        elif attack in ("knockoff-natural", "knockoff-ood"):
-            pool = X_natural if attack == "knockoff-natural" else ood_natural_pool(max(n_queries, 64), seed=seed)
-            n = min(n_queries, len(pool))
-            stolen = KnockoffNets(clf, nb_stolen=n, nb_epochs=1, batch_size_query=16, sampling_strategy="random",
-                                  verbose=False).extract(pool.astype(np.float32), thieved_classifier=stolen)
-        elif attack in ("jbda", "copycat-rnd"):
-            query_rounds(api, clf, stolen, X_natural, n_queries=n_queries, rng=rng, jacobian=attack == "jbda")
-        else:
-            raise ValueError(f"unknown extraction attack {attack!r}; known: {', '.join(EXTRACTION_ATTACKS)}")
+        try:
+            _extract(api, attack, clf, stolen, X_natural, n_queries=n_queries, rng=rng, seed=seed)
+        except ValueError:
+            # a logistic-regression thief cannot fit answers that are all one label (a CNN can
+            # answer uniform noise that way): the attack sent its queries and stole a constant
+            answers = {r.label for r in api.log[before:] if r.account == account}
+            if len(answers) != 1:
+                raise
+            stolen = None
     out: dict[str, Any] = {"attack": attack, "account": account, "queries": api.count(account) - base}
+    if stolen is None:
+        out["stolen"] = f"constant label {next(iter(answers))} (every answer had that label)"
     if X_test is not None:
-        classes = np.asarray(stolen.model.classes_)  # the thief may have seen fewer than all classes
-        mine = classes[np.asarray(stolen.predict(X_test.astype(np.float32))).argmax(axis=1)]
+        if stolen is None:
+            mine = np.full(len(X_test), next(iter(answers)))
+        else:
+            classes = np.asarray(stolen.model.classes_)  # the thief may have seen fewer than all classes
+            mine = classes[np.asarray(stolen.predict(X_test.astype(np.float32))).argmax(axis=1)]
         out["agreement"] = float(np.mean(mine == api.model.predict(X_test)))
     return out
+
+
+def _extract(api: InferenceAPI, attack: str, clf: Any, stolen: Any, X_natural: np.ndarray, *, n_queries: int,
+             rng: np.random.Generator, seed: int) -> None:
+    """Send the attack's queries through ``clf``; ART fits ``stolen`` in place on the answers."""
+    from art.attacks.extraction import CopycatCNN, KnockoffNets
+
+    if attack in ("copycat-natural", "copycat-uniform"):
+        pool = (X_natural if attack == "copycat-natural" else rng.uniform(0, 1, (n_queries, api.n_features)))
+        n = min(n_queries, len(pool))
+        CopycatCNN(clf, nb_stolen=n, nb_epochs=1, batch_size_query=16).extract(
+            pool.astype(np.float32), thieved_classifier=stolen)
+    elif attack in ("knockoff-natural", "knockoff-ood"):
+        pool = X_natural if attack == "knockoff-natural" else ood_natural_pool(
+            max(n_queries, 64), seed=seed, side=api.input_shape[-1])
+        n = min(n_queries, len(pool))
+        KnockoffNets(clf, nb_stolen=n, nb_epochs=1, batch_size_query=16, sampling_strategy="random",
+                     verbose=False).extract(pool.astype(np.float32), thieved_classifier=stolen)
+    elif attack in ("jbda", "copycat-rnd"):
+        query_rounds(api, clf, stolen, X_natural, n_queries=n_queries, rng=rng, jacobian=attack == "jbda")
+    else:
+        raise ValueError(f"unknown extraction attack {attack!r}; known: {', '.join(EXTRACTION_ATTACKS)}")
 
 
 def query_rounds(api: InferenceAPI, clf: Any, stolen: Any, X_natural: np.ndarray, *, n_queries: int,

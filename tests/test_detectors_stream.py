@@ -381,3 +381,32 @@ def test_pickled_detector_with_state_continues_in_a_new_process_image(name, fitt
                    if d.observe(X[i], account="acct", time=T0 + timedelta(seconds=gap * i),
                                 prediction=None if y is None else int(y[i])))
         assert hit == first
+
+
+@pytest.mark.parametrize("attack", ["knockoff-ood", "copycat-rnd"])
+def test_extraction_drivers_send_28x28_queries_to_a_cnn_api(attack):
+    """The 28x28 task of the query bench: a (seeded, untrained) CNN as a TorchModel behind the API;
+    the out-of-distribution photo pool and the synthetic rounds come out 784 pixels in [0, 1]."""
+    from kizashi.detectors.models import TorchModel
+    from kizashi.scenarios.mnist import INPUT_SHAPE, small_cnn
+
+    api = InferenceAPI(TorchModel(small_cnn(0), input_shape=INPUT_SHAPE, n_classes=10), input_shape=INPUT_SHAPE)
+    X_natural = np.random.default_rng(0).uniform(0, 1, (30, 784))
+    s = run_extraction(api, attack, X_natural, account="m", n_queries=24, seed=1)
+    recs = api.queries("m")
+    assert s["queries"] == len(recs) == 24
+    assert all(r.x.shape == (784,) and 0 <= r.x.min() and r.x.max() <= 1 and 0 <= r.label < 10 for r in recs)
+    if attack == "knockoff-ood":  # photo patches, not the natural pool the attacker was given
+        assert not any(np.allclose(r.x, x) for r in recs for x in X_natural)
+
+
+def test_extraction_against_a_one_label_answerer_steals_a_constant():
+    """A CNN can answer uniform noise with one label; the logistic-regression thief cannot fit one
+    class, so the driver reports a constant thief instead of losing the attack's traffic."""
+    from sklearn.dummy import DummyClassifier
+
+    X = np.random.default_rng(0).uniform(0, 1, (20, 64))
+    api = InferenceAPI(DummyClassifier(strategy="constant", constant=3).fit(X, np.arange(20) % 10))
+    s = run_extraction(api, "copycat-uniform", X, account="m", n_queries=16, X_test=X)
+    assert s["queries"] == api.count("m") == 16
+    assert s["agreement"] == 1.0 and s["stolen"].startswith("constant label 3")
