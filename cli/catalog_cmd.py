@@ -6,13 +6,10 @@ import json
 from typing import Annotated
 
 import typer
+from kizashi.cli.errors import fail
 
 MARK_GLYPH = {"target": "●", "needed": "□", None: ""}
 
-
-def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(2)
 
 
 def catalog(
@@ -34,18 +31,18 @@ def catalog(
     from rich.table import Table
 
     if stage is not None and stage not in STAGES:
-        _fail(f"--stage must be one of {', '.join(STAGES)}, not {stage!r}")
+        fail(f"--stage must be one of {', '.join(STAGES)}, not {stage!r}")
     if attack is not None and attack not in ATTACKS:
-        _fail(f"--attack must be one of {', '.join(ATTACKS)}, not {attack!r}")
+        fail(f"--attack must be one of {', '.join(ATTACKS)}, not {attack!r}")
     if format not in ("table", "json"):
-        _fail(f"--format must be table or json, not {format!r}")
+        fail(f"--format must be table or json, not {format!r}")
     atlas = load_atlas(atlas_yaml)
     if technique is not None and not atlas.has_technique(technique):
-        _fail(f"unknown ATLAS technique {technique!r} (ATLAS {atlas.version})")
+        fail(f"unknown ATLAS technique {technique!r} (ATLAS {atlas.version})")
     try:
         have_set = parse_have(have) if have is not None else None
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     cat = load_catalogue()
     methods = cat.select(stage=stage, attack=attack,
                          technique=atlas.resolve(technique) if technique else None, have=have_set)
@@ -101,7 +98,7 @@ def atlas_show(
             "atlas_version": atlas.version,
         }
     else:
-        _fail(f"unknown ATLAS ID {id!r} (ATLAS {atlas.version})")
+        fail(f"unknown ATLAS ID {id!r} (ATLAS {atlas.version})")
     if format == "json":
         typer.echo(json.dumps(out, ensure_ascii=False, indent=2))
         return
@@ -129,7 +126,7 @@ def schema(
     from kizashi.engine.events import alert_json_schema, event_json_schema
 
     if kind not in ("event", "alert"):
-        _fail(f"kind must be event or alert, not {kind!r}")
+        fail(f"kind must be event or alert, not {kind!r}")
     typer.echo(json.dumps(event_json_schema() if kind == "event" else alert_json_schema(), indent=2))
 
 

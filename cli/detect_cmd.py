@@ -9,14 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from kizashi.cli.errors import fail
 
 if TYPE_CHECKING:
     import numpy as np
 
-
-def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(2)
 
 
 detectors_app = typer.Typer(help="The detector registry.", no_args_is_help=True)
@@ -54,9 +51,9 @@ def _load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        _fail(f"cannot read {path}: {exc}")
+        fail(f"cannot read {path}: {exc}")
     if "X" not in data:
-        _fail(f"{path} has no array 'X' (expected arrays X and y)")
+        fail(f"{path} has no array 'X' (expected arrays X and y)")
     return data["X"], (data["y"] if "y" in data else None)
 
 
@@ -80,12 +77,12 @@ def _load_model(path: str | None, architecture: str | None = None, input_shape: 
     try:
         shape = tuple(int(v) for v in input_shape.split(",")) if input_shape else None
     except ValueError:
-        _fail(f"--input-shape must be comma-separated integers, got {input_shape!r}")
+        fail(f"--input-shape must be comma-separated integers, got {input_shape!r}")
     try:
         return load_model(path, architecture=architecture, input_shape=shape, trusted_types=trust_type or (),
                           allow_pickle=allow_pickle)
     except Exception as exc:  # noqa: BLE001 - any loading problem is reported, never a traceback
-        _fail(f"cannot load model {path}: {exc}")
+        fail(f"cannot load model {path}: {exc}")
 
 
 def _artifact_events(path: str, model_id: str | None, endpoint: str) -> list:
@@ -93,7 +90,7 @@ def _artifact_events(path: str, model_id: str | None, endpoint: str) -> list:
     from kizashi import detectors
 
     if not Path(path).is_file():
-        _fail(f"no such model file: {path}")
+        fail(f"no such model file: {path}")
     det = detectors.create("artifact_scan")
     det.set_context(model_id=model_id or Path(path).stem, endpoint=endpoint)
     return det.inspect_model(path).to_events(det)
@@ -121,9 +118,9 @@ def _detector_names(spec: str, kind: str) -> list[str]:
         try:
             cls = detectors.get(n)
         except KeyError as exc:
-            _fail(str(exc).strip("'\""))
+            fail(str(exc).strip("'\""))
         if cls.kind != kind:
-            _fail(f"{n} is a {cls.kind} detector, not a {kind} detector (see `kizashi detectors list`)")
+            fail(f"{n} is a {cls.kind} detector, not a {kind} detector (see `kizashi detectors list`)")
     return names
 
 
@@ -148,10 +145,10 @@ def scan_data(
     names = _detector_names(detector, "dataset")
     X, y = _load_npz(data)
     if y is None:
-        _fail(f"{data} has no array 'y': data detectors need the labels")
+        fail(f"{data} has no array 'y': data detectors need the labels")
     Xt, yt = _load_npz(trusted) if trusted else (None, None)
     if trusted and yt is None:
-        _fail(f"{trusted} has no array 'y': trusted data needs its labels")
+        fail(f"{trusted} has no array 'y': trusted data needs its labels")
     events, summary = [], []
     if model:
         events += _artifact_events(model, model_id, "training-pipeline")
@@ -167,15 +164,15 @@ def scan_data(
         det.set_context(model_id=model_id, endpoint="training-pipeline")
         needs = det.needs
         if needs.trusted_data is detectors.Need.REQUIRED and Xt is None:
-            _fail(f"{name} learns from trusted clean data: pass --trusted TRUSTED.npz (arrays X, y)")
+            fail(f"{name} learns from trusted clean data: pass --trusted TRUSTED.npz (arrays X, y)")
         if needs.model is detectors.Need.REQUIRED and mdl is None:
-            _fail(f"{name} needs the model trained on the data: pass --model MODEL (.onnx, .safetensors, .skops)")
+            fail(f"{name} needs the model trained on the data: pass --model MODEL (.onnx, .safetensors, .skops)")
         try:
             if needs.trusted_data is detectors.Need.REQUIRED:
                 det.fit(Xt, yt, model=mdl)
             rep = det.inspect(X, y, model=mdl)
         except (ValueError, TypeError) as exc:
-            _fail(f"{name}: {exc}")
+            fail(f"{name}: {exc}")
         events += rep.to_events(det, dataset=Path(data).name)
         summary.append({"detector": name, "suspicious": rep.suspicious, "flagged": int(len(rep.flagged)),
                         "target_class": rep.target_class})
@@ -204,7 +201,7 @@ def scan_model(
     names = [n for n in _detector_names(detector, "model") if n != "artifact_scan"]
     if names and clean is None:
         _emit(events, out, db)
-        _fail(f"{', '.join(names)} probe the model with clean samples: pass --clean CLEAN.npz")
+        fail(f"{', '.join(names)} probe the model with clean samples: pass --clean CLEAN.npz")
     try:
         mdl = _load_model(model, architecture, input_shape, trust_type, allow_pickle) if names else None
     except typer.Exit:
@@ -217,7 +214,7 @@ def scan_model(
         try:
             rep = det.inspect_model(mdl, X)
         except (ValueError, TypeError) as exc:
-            _fail(f"{name}: {exc}")
+            fail(f"{name}: {exc}")
         events += rep.to_events(det)
     _emit(events, out, db)
 

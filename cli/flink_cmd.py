@@ -14,23 +14,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from kizashi.cli.errors import fail
+from kizashi.cli.rules_cmd import EventsOption, IdFieldOption, RuleFilesOption, TimeFieldOption
 from kizashi.scale.launch import FlinkNotInstalled, read_lines, result_order, run_job
 
 flink_app = typer.Typer(help="Run kizashi's rules as an Apache Flink job (PyFlink, local mode or a cluster).",
                         no_args_is_help=True)
 
 
-def _fail(msg: str, code: int = 2) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(code)
-
 
 @flink_app.command("run")
 def run(
-    events: Annotated[Path, typer.Option("--events", help="JSON lines file of events ('-' for stdin)")],
-    rules: Annotated[list[Path] | None, typer.Option("--rules", help="rule file or folder (repeatable)")] = None,
-    id_field: Annotated[str, typer.Option(help="field holding the event id")] = "id",
-    time_field: Annotated[str, typer.Option(help="field holding the event time (ISO 8601 or epoch s)")] = "time",
+    events: EventsOption,
+    rules: RuleFilesOption = None,
+    id_field: IdFieldOption = "id",
+    time_field: TimeFieldOption = "time",
     mode: Annotated[str, typer.Option(help="stream (the job streams; batch is `rules eval --mode batch`)")] = "stream",
     lateness: Annotated[float, typer.Option(help="seconds of out-of-order tolerance (the watermark's)")] = 0.0,
     parallelism: Annotated[int, typer.Option(help="Flink parallelism")] = 1,
@@ -45,17 +43,17 @@ def run(
 ) -> None:
     """Evaluate rules over events in a Flink job; print one JSON line per result (sorted by time)."""
     if mode != "stream":
-        _fail(f"--mode must be stream for the Flink job, not {mode!r} (batch: kizashi rules eval --mode batch)")
+        fail(f"--mode must be stream for the Flink job, not {mode!r} (batch: kizashi rules eval --mode batch)")
     if parallelism < 1:
-        _fail("--parallelism must be >= 1")
+        fail("--parallelism must be >= 1")
     if (queries is None) != (detector is None):
-        _fail("--queries and --detector go together")
+        fail("--queries and --detector go together")
     from kizashi.engine.sigma import RuleLoadError, RuleSet
 
     try:
         RuleSet.from_paths(rules) if rules else RuleSet.bundled()  # refuse bad rules before starting Java
     except RuleLoadError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     from kizashi.rules import bundled_rules_path
 
     work = Path(tempfile.mkdtemp(prefix="kizashi-flink-"))
@@ -65,9 +63,9 @@ def run(
             events.write_bytes(sys.stdin.buffer.read())
         for path in [events, *([queries] if queries else [])]:
             if not path.is_file():
-                _fail(f"{path}: no such file")
+                fail(f"{path}: no such file")
         if detector is not None and not (detector / "detector.json").is_file():
-            _fail(f"{detector}: not a fitted detector folder (write one with `kizashi detectors fit`)")
+            fail(f"{detector}: not a fitted detector folder (write one with `kizashi detectors fit`)")
         target = out or work / "out"
         args = ["--events", str(events), "--out", str(target), "--id-field", id_field, "--time-field", time_field,
                 "--lateness", str(lateness), "--parallelism", str(parallelism)]
@@ -84,17 +82,17 @@ def run(
         try:
             proc = run_job(args, capture_output=True, text=True)
         except FlinkNotInstalled as exc:
-            _fail(str(exc))
+            fail(str(exc))
         if proc.returncode != 0:
             typer.echo(proc.stderr[-4000:] or proc.stdout[-4000:], err=True)
-            _fail(f"the Flink job failed (exit {proc.returncode})", 1)
+            fail(f"the Flink job failed (exit {proc.returncode})", 1)
         for line in sorted(read_lines(target), key=result_order):
             typer.echo(line)
         bad = read_lines(target / "quarantine", prefix="quarantine")
         for line in bad:
             typer.echo(f"quarantined: {json.loads(line)['reason']}", err=True)
         if bad:
-            _fail(f"{len(bad)} record(s) quarantined")
+            fail(f"{len(bad)} record(s) quarantined")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

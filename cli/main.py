@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 
 import typer
+from kizashi.cli.errors import MISUSE, one_line
 
 app = typer.Typer(
     name="kizashi",
@@ -34,20 +35,10 @@ COMMAND_MODULES = [
 
 def _register_all() -> None:
     for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f"kizashi.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"kizashi.cli.{name}":  # command module not written yet
-                continue
-            raise
-        mod.register(app)
+        importlib.import_module(f"kizashi.cli.{name}").register(app)
 
 
 _register_all()
-
-
-#: exit status of a misused command (as click's usage errors)
-MISUSE = 2
 
 
 def _operator_errors() -> tuple[type[BaseException], ...]:
@@ -56,11 +47,6 @@ def _operator_errors() -> tuple[type[BaseException], ...]:
     from sqlalchemy.exc import ArgumentError, OperationalError
 
     return (OSError, ValueError, OverflowError, yaml.YAMLError, ArgumentError, OperationalError)
-
-
-def _one_line(exc: BaseException | str) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 500 else text[:500] + "..."
 
 
 def main(argv: list[str] | None = None) -> None:  # console-script entry point
@@ -87,16 +73,16 @@ def main(argv: list[str] | None = None) -> None:  # console-script entry point
             sys.exit(exc.exit_code)
         ctx = getattr(exc, "ctx", None)
         where = f"{ctx.command_path}: " if ctx is not None else ""
-        click.echo(f"error: {where}{_one_line(exc.format_message())}", err=True)
+        click.echo(f"error: {where}{one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         click.echo("error: interrupted", err=True)
         sys.exit(130)
     except _operator_errors() as exc:
-        click.echo(f"error: {_one_line(exc)}", err=True)
+        click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(MISUSE)
     except Exception as exc:  # noqa: BLE001 - a bug: still one line; KIZASHI_DEBUG=1 shows where
-        click.echo(f"error: internal error: {type(exc).__name__}: {_one_line(exc)} "
+        click.echo(f"error: internal error: {type(exc).__name__}: {one_line(exc)} "
                    "(rerun with KIZASHI_DEBUG=1 for the traceback)", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from kizashi.cli.errors import fail
 from kizashi.engine.sigma.targets import TARGETS
 
 if TYPE_CHECKING:
@@ -17,10 +18,6 @@ if TYPE_CHECKING:
 rules_app = typer.Typer(help="Sigma rules: check, evaluate over events, export to SIEM queries.", no_args_is_help=True)
 
 
-def _fail(msg: str, code: int = 2) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(code)
-
 
 def _load(paths: list[Path] | None) -> RuleSet:
     from kizashi.engine.sigma import RuleLoadError, RuleSet
@@ -28,7 +25,7 @@ def _load(paths: list[Path] | None) -> RuleSet:
     try:
         return RuleSet.from_paths(paths) if paths else RuleSet.bundled()
     except RuleLoadError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         raise  # unreachable
 
 
@@ -57,16 +54,23 @@ def check(
         typer.echo(p, err=True)
     n_corr = len(rs.correlation_rules)
     if problems:
-        _fail(f"{len(problems)} problem(s) in {len(rs)} rules", 1)
+        fail(f"{len(problems)} problem(s) in {len(rs)} rules", 1)
     typer.echo(f"ok: {len(rs) - n_corr} detection rules, {n_corr} correlation rules")
+
+
+# the flags `rules eval` shares with `flink run` (same flags, same output lines)
+EventsOption = Annotated[Path, typer.Option("--events", help="JSON lines file of events ('-' for stdin)")]
+RuleFilesOption = Annotated[list[Path] | None, typer.Option("--rules", help="rule file or folder (repeatable)")]
+IdFieldOption = Annotated[str, typer.Option("--id-field", help="field holding the event id")]
+TimeFieldOption = Annotated[str, typer.Option("--time-field", help="field holding the event time (ISO 8601 or epoch s)")]
 
 
 @rules_app.command("eval")
 def eval_(
-    events: Annotated[Path, typer.Option("--events", help="JSON lines file of events ('-' for stdin)")],
-    rules: Annotated[list[Path] | None, typer.Option("--rules", help="rule file or folder (repeatable)")] = None,
-    id_field: Annotated[str, typer.Option(help="field holding the event id")] = "id",
-    time_field: Annotated[str, typer.Option(help="field holding the event time (ISO 8601 or epoch s)")] = "time",
+    events: EventsOption,
+    rules: RuleFilesOption = None,
+    id_field: IdFieldOption = "id",
+    time_field: TimeFieldOption = "time",
     mode: Annotated[str, typer.Option(help="stream | batch")] = "stream",
     lateness: Annotated[float, typer.Option(help="stream mode: seconds of out-of-order tolerance")] = 0.0,
     batch_events: Annotated[int, typer.Option(help="stream mode: events per micro-batch (at most)")] = 1024,
@@ -74,13 +78,13 @@ def eval_(
 ) -> None:
     """Evaluate rules over events; print one JSON line per result."""
     if mode not in ("stream", "batch"):
-        _fail(f"--mode must be stream or batch, not {mode!r}")
+        fail(f"--mode must be stream or batch, not {mode!r}")
     if batch_events < 1 or batch_ms < 0:
-        _fail("--batch-events must be at least 1 and --batch-ms not negative")
+        fail("--batch-events must be at least 1 and --batch-ms not negative")
     rs = _load(rules)
     stream = sys.stdin if str(events) == "-" else None
     if stream is None and not events.is_file():
-        _fail(f"{events}: no such file")
+        fail(f"{events}: no such file")
     handle = stream or events.open(encoding="utf-8")
 
     def read():
@@ -90,9 +94,9 @@ def eval_(
             try:
                 obj = loads(line)
             except ValueError as exc:
-                _fail(f"{events}:{n}: not valid JSON: {exc}")
+                fail(f"{events}:{n}: not valid JSON: {exc}")
             if not isinstance(obj, dict):
-                _fail(f"{events}:{n}: expected a JSON object, got {type(obj).__name__}")
+                fail(f"{events}:{n}: expected a JSON object, got {type(obj).__name__}")
             yield obj
 
     out = sys.stdout
@@ -164,7 +168,7 @@ def export_(
 ) -> None:
     """Convert rules to SIEM queries (pySigma backends + a kizashi field pipeline; ECS for Elastic)."""
     if target not in TARGETS:
-        _fail(f"--target must be one of {', '.join(TARGETS)}, not {target!r}")
+        fail(f"--target must be one of {', '.join(TARGETS)}, not {target!r}")
     from kizashi.engine.sigma.export import ExportError, export
 
     rs = _load(rules)  # validates everything first
@@ -172,7 +176,7 @@ def export_(
     try:
         queries = export(texts, target)
     except ExportError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     del rs
     if format == "json":
         for q in queries:

@@ -15,16 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from kizashi.cli.errors import fail
 
 from .detect_cmd import AllowPickleOpt, ArchitectureOpt, InputShapeOpt, TrustTypeOpt
 
 if TYPE_CHECKING:
     import numpy as np
 
-
-def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(2)
 
 
 # -- adapters: detector kinds -> the sensor's OnlineDetector ----------------------------------------
@@ -190,23 +187,23 @@ def detectors_fit(
     try:
         detectors.get(name)
     except KeyError as exc:
-        _fail(str(exc).strip("'\""))
+        fail(str(exc).strip("'\""))
     import numpy as np
 
     try:
         with np.load(data, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError) as exc:
-        _fail(f"cannot read {data}: {exc}")
+        fail(f"cannot read {data}: {exc}")
     if "X" not in arrays and not {"times", "counts"} & set(arrays):
-        _fail(f"{data} has no array 'X'")
+        fail(f"{data} has no array 'X'")
     try:
         params = parse_params(param or [])
         det = fit_detector(name, arrays, _load_model(model, architecture, input_shape, trust_type, allow_pickle),
                            params)
         path = save_fitted(det, out)
     except (ValueError, ArtefactError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(json.dumps({"detector": name, "out": str(path), "threshold": getattr(det, "threshold_", None)}))
 
 
@@ -235,24 +232,24 @@ def sensor(
 
     u = urlsplit(upstream)
     if u.scheme not in ("http", "https") or not u.netloc:
-        _fail(f"--upstream {upstream!r}: expected http(s)://host:port")
+        fail(f"--upstream {upstream!r}: expected http(s)://host:port")
     if not 0 < port < 65536:
-        _fail(f"--port {port} is out of range")
+        fail(f"--port {port} is out of range")
     try:
         cfg = load_config(config)
         dets = build_detectors(cfg, endpoint=upstream)
     except (SensorConfigError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         store = Store(db or default_db_url())
         # no --rules: the bundled pack with its SOC alerting defaults (rules/alerting.toml)
         pipe = Pipeline(store, RuleSet.from_paths(rules)) if rules else Pipeline(store)
     except Exception as exc:  # noqa: BLE001 - any store/rules problem is one error line
-        _fail(f"cannot open the store or rules: {exc}")
+        fail(f"cannot open the store or rules: {exc}")
     try:
         sock = bind(host, port)
     except OSError as exc:
-        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     core = Sensor(cfg, dets, lambda evs: pipe.ingest(evs).alerts,
                   recent_alerts=lambda since: store.list_alerts(since=since), endpoint=upstream)
     core.start()

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from kizashi.cli.errors import fail
 from kizashi.connectors.registry import FORMATTERS
 
 if TYPE_CHECKING:
@@ -42,10 +43,6 @@ def _choice(option: str, value: str, choices: tuple[str, ...]) -> None:
         raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=option)
 
 
-def _fail(msg: str) -> None:
-    typer.echo("error: " + " ".join(msg.split()), err=True)
-    raise typer.Exit(2)
-
 
 AlertingOption = Annotated[str | None, typer.Option(
     "--alerting", help="alerting config TOML: which rules alert, entity risk, suppression "
@@ -71,7 +68,7 @@ def _alerting(rules: list[str] | None, path: str | None = None) -> AlertingConfi
         try:
             return AlertingConfig.from_file(path)
         except (OSError, ValueError, TypeError) as exc:  # tomllib.TOMLDecodeError is a ValueError
-            _fail(f"--alerting {path}: {exc}")
+            fail(f"--alerting {path}: {exc}")
     return AlertingConfig() if rules else AlertingConfig.bundled()
 
 
@@ -85,7 +82,7 @@ def parse_since(value: str | None) -> datetime | None:
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        _fail(f"--since {value!r}: expected ISO 8601 or a span like 24h, 7d")
+        fail(f"--since {value!r}: expected ISO 8601 or a span like 24h, 7d")
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
@@ -105,7 +102,7 @@ def ingest(
     bad lines are quarantined."""
     _choice("--format", input_format, ("jsonl", "csv") if mapping else ("jsonl",))
     if source != "-" and os.path.isdir(source):
-        _fail(f"{source} is a directory: give a JSON-lines file, or - for stdin")
+        fail(f"{source} is a directory: give a JSON-lines file, or - for stdin")
     bounds = _time_bounds(max_skew, time_floor)
     store = _store(db)
     from kizashi.engine.pipeline import Pipeline
@@ -119,7 +116,7 @@ def ingest(
         result = pipe.ingest_lines(sys.stdin, source="stdin", batch_size=batch_size)
     else:
         if not os.path.exists(source):
-            _fail(f"no such file: {source}")
+            fail(f"no such file: {source}")
         with open(source, encoding="utf-8", errors="replace") as fh:
             result = pipe.ingest_lines(fh, source=source, batch_size=batch_size)
     summary = result.summary()
@@ -132,17 +129,17 @@ def _ingest_mapped(pipe: Pipeline, source: str, mapping: str, fmt: str) -> None:
     from kizashi.connectors.adapters import AdapterError, FieldMapping, read_records
 
     if fmt not in ("jsonl", "csv"):
-        _fail(f"--format must be jsonl or csv, not {fmt!r}")
+        fail(f"--format must be jsonl or csv, not {fmt!r}")
     try:
         fm = FieldMapping.from_yaml(open(mapping, encoding="utf-8").read())
     except (OSError, ValueError, yaml.YAMLError) as exc:
-        _fail(f"mapping {mapping}: {exc}")
+        fail(f"mapping {mapping}: {exc}")
     if source == "-":
         text = sys.stdin.read()
     elif os.path.exists(source):
         text = open(source, encoding="utf-8", errors="replace").read()
     else:
-        _fail(f"no such file: {source}")
+        fail(f"no such file: {source}")
     events, rejects = [], []
     for item in fm.convert(read_records(text, fmt)):
         if isinstance(item, AdapterError):
@@ -172,14 +169,14 @@ def serve(
     from kizashi.sensor.asgi import Limits, bind, run
 
     if not 0 < port < 65536:
-        _fail(f"--port {port} is out of range")
+        fail(f"--port {port} is out of range")
     token = os.environ.get(token_env)
     if token is not None and not token.strip():
-        _fail(f"${token_env} is set but empty: set a token, or unset it to run without auth on loopback")
+        fail(f"${token_env} is set but empty: set a token, or unset it to run without auth on loopback")
     if token is None and host not in ("127.0.0.1", "localhost", "::1"):
-        _fail(f"refusing to listen on {host} without a token: set ${token_env}")
+        fail(f"refusing to listen on {host} without a token: set ${token_env}")
     if max_body < 1 or max_records < 1 or header_timeout <= 0 or body_timeout <= 0:
-        _fail("--max-body, --max-records and the timeouts must be positive")
+        fail("--max-body, --max-records and the timeouts must be positive")
     store = _store(db)
     from kizashi.engine.pipeline import Pipeline
 
@@ -190,7 +187,7 @@ def serve(
     try:
         sock = bind(host, port)
     except OSError as exc:
-        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     h, p = sock.getsockname()[:2]
     typer.echo(json.dumps({"listening": f"http://{h}:{p}/events", "auth": token is not None}), err=True)
     limits = Limits(header_timeout=header_timeout, body_timeout=body_timeout, max_body=max_body,
@@ -282,7 +279,7 @@ def alerts_show(alert_id: str, db: DbOption = None) -> None:
     store = _store(db)
     a = store.get_alert(alert_id)
     if a is None:
-        _fail(f"no alert with id {alert_id!r}")
+        fail(f"no alert with id {alert_id!r}")
     events = store.get_events(a.event_ids)
     out = a.to_dict()
     out["events"] = [events[i].to_dict() for i in a.event_ids if i in events]
@@ -298,7 +295,7 @@ def export(
 ) -> None:
     """Export stored alerts in a SOC format."""
     if fmt not in FORMATTERS:
-        _fail(f"format must be one of {', '.join(FORMATTERS)}, not {fmt!r}")
+        fail(f"format must be one of {', '.join(FORMATTERS)}, not {fmt!r}")
     store = _store(db)
     alerts = store.list_alerts(since=parse_since(since))
     events = store.get_events(eid for a in alerts for eid in a.event_ids)
@@ -317,7 +314,7 @@ def render(fmt: str, alerts, events, ruleset: RuleSet | None = None) -> str:
 
         f = formatter(fmt, ruleset=ruleset)
     except ImportError as exc:
-        _fail(f"the {fmt} connector is not available in this build: {exc}")
+        fail(f"the {fmt} connector is not available in this build: {exc}")
     return f.render(alerts, events)
 
 
@@ -333,7 +330,7 @@ def deliver_cmd(
     try:
         configured = load_sinks(sinks)
     except (OSError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     store = _store(db)
     try:
         report = deliver(store, configured, batch_size=batch_size)
