@@ -58,11 +58,12 @@ def correlation_strategy(draw):
 
 
 @st.composite
-def corr_events_strategy(draw):
-    n = draw(st.integers(1, 16))
+def corr_events_strategy(draw, n_max: int = 16, span_seconds: int = 200):
+    """1..``n_max`` events within ``span_seconds`` of T0 (a small span gives many ties in time)."""
+    n = draw(st.integers(1, n_max))
     return [{
         "id": f"e{i}",
-        "time": (T0 + timedelta(seconds=draw(st.integers(0, 200)))).isoformat().replace("+00:00", "Z"),
+        "time": (T0 + timedelta(seconds=draw(st.integers(0, span_seconds)))).isoformat().replace("+00:00", "Z"),
         "name": draw(st.sampled_from(WORDS_CORR)),
         "user": draw(st.sampled_from(["u1", "U1", "u2"])),
         "cmd": draw(st.sampled_from(["p", "P", "q", "r"])),

@@ -20,7 +20,6 @@ from helpers_sigma_cases import (
     ALIASED,
     BASE_RULES,
     T0,
-    WORDS_CORR,
     chained_strategy,
     corr_events_strategy,
     correlation_strategy,
@@ -168,15 +167,7 @@ def arrivals_strategy(draw):
     """Events with many ties in time, an arrival order (in time order, or shuffled: late events),
     a lateness (some shuffled events arrive later than it) and a micro-batch size (windows split
     across batches)."""
-    n = draw(st.integers(1, 18))
-    events = [{
-        "id": f"e{i}",
-        "time": (T0 + timedelta(seconds=draw(st.integers(0, 40)))).isoformat().replace("+00:00", "Z"),
-        "name": draw(st.sampled_from(WORDS_CORR)),
-        "user": draw(st.sampled_from(["u1", "U1", "u2"])),
-        "cmd": draw(st.sampled_from(["p", "P", "q", "r"])),
-        "num": draw(st.integers(-3, 9)),
-    } for i in range(n)]
+    events = draw(corr_events_strategy(n_max=18, span_seconds=40))
     order = draw(st.sampled_from(["time", "shuffled"]))
     arrival = sorted(events, key=lambda e: e["time"]) if order == "time" else draw(st.permutations(events))
     return events, arrival, order, draw(st.sampled_from([0, 5, 60])), draw(st.integers(1, 7))
