@@ -174,7 +174,15 @@ class Correlate(KeyedBroadcastProcessFunction, _WithPlan):
     the watermark passes their time, then go through the engine's state machine in time order.
 
     The key's state is one value ``{"window", "pending": {ms: [records]}, "expiry"}``: one state
-    read and write per element or timer (each access crosses from the Python worker to Java)."""
+    read and write per element or timer (each access crosses from the Python worker to Java).
+
+    Timers are hints, the state is the truth. PyFlink 2.3 registers the timers a Python function
+    asks for in the bundle flushed just before a checkpoint barrier only after the snapshot (the
+    registrations reach the task as mailbox mail; ``BeamPythonFunctionRunner.drainUnregisteredTimers``
+    runs on watermark advances only), so a restored key can hold pending records whose timer is
+    gone. Hence every timer releases *all* pending records at or before it, and every visit to a key
+    registers again the timers its state needs (registering an existing timer is a no-op in Flink).
+    """
 
     def __init__(self, level: int):
         self.level = level
@@ -190,11 +198,12 @@ class Correlate(KeyedBroadcastProcessFunction, _WithPlan):
         plan = self.plan_from(ctx.get_broadcast_state(RULES_STATE))
         group = self.group.value() or {"window": None, "pending": {}, "expiry": None}
         if plan is not None and t <= ctx.timer_service().current_watermark():
-            out = self._feed(plan, ctx, group, [KeyedRecord.from_tuple(value)])  # late: at once, as the single process
+            # late: at once, as the single process (after anything older still held)
+            out = self._feed(plan, ctx, group, self._release(group, t) + [KeyedRecord.from_tuple(value)])
         else:
             group["pending"].setdefault(t, []).append(value)
-            ctx.timer_service().register_event_time_timer(t)
-            out = ()
+            out = []
+        self._register(ctx, group)
         self.group.update(group)
         yield from out
 
@@ -206,31 +215,46 @@ class Correlate(KeyedBroadcastProcessFunction, _WithPlan):
         if plan is None:  # rules not here yet (an idle broadcast input): try at the next watermark
             ctx.timer_service().register_event_time_timer(timestamp)
             return
-        held = group["pending"].pop(timestamp, None)
-        out = self._feed(plan, ctx, group, [KeyedRecord.from_tuple(v) for v in held]) if held else []
+        held = self._release(group, timestamp)
+        out = self._feed(plan, ctx, group, held) if held else []
         if group["expiry"] is not None and group["expiry"] <= timestamp:
             group["expiry"] = None
             group["window"] = plan.expire(ctx.get_current_key(), group["window"], timestamp / 1000)
-            self._expiry(plan, ctx, group)
+            self._set_expiry(plan, ctx, group)
+        self._register(ctx, group)
         if group["window"] is None and not group["pending"]:
             self.group.clear()
         else:
             self.group.update(group)
         yield from out
 
+    @staticmethod
+    def _release(group: dict, until: int) -> list[KeyedRecord]:
+        """Take every pending record at or before ``until`` (ms) out of the state."""
+        due = [t for t in group["pending"] if t <= until]
+        return [KeyedRecord.from_tuple(v) for t in sorted(due) for v in group["pending"].pop(t)]
+
     def _feed(self, plan: KeyedRulePlan, ctx, group: dict, records: list[KeyedRecord]) -> list:
         group["window"], results, out = plan.correlate(ctx.get_current_key(), group["window"], records)
-        self._expiry(plan, ctx, group)
+        self._set_expiry(plan, ctx, group)
         return [(RESULTS, line) for line in results] + [(LEVELS[rec.level], rec.as_tuple()) for rec in out]
 
     @staticmethod
-    def _expiry(plan: KeyedRulePlan, ctx, group: dict) -> None:
-        """A timer at the event time after which the window is empty (bounded state per idle key).
-        One pending at a time: when it fires early (newer entries came), it is set again."""
-        if group["window"] is None or group["expiry"] is not None:
-            return
-        group["expiry"] = to_millis(plan.state_until(ctx.get_current_key(), group["window"])) + 1
-        ctx.timer_service().register_event_time_timer(group["expiry"])
+    def _set_expiry(plan: KeyedRulePlan, ctx, group: dict) -> None:
+        """The event time after which the window is empty (bounded state per idle key). One at a
+        time: when it fires early (newer entries came), it is set again."""
+        if group["window"] is None:
+            group["expiry"] = None
+        elif group["expiry"] is None:
+            group["expiry"] = to_millis(plan.state_until(ctx.get_current_key(), group["window"])) + 1
+
+    @staticmethod
+    def _register(ctx, group: dict) -> None:
+        timers = ctx.timer_service()
+        for t in group["pending"]:
+            timers.register_event_time_timer(t)
+        if group["expiry"] is not None:
+            timers.register_event_time_timer(group["expiry"])
 
 
 # -- query-stream detectors (keyed by account) --------------------------------------------------

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -94,6 +96,17 @@ def generated_cases(n_corr: int = 24, n_chained: int = 12, n_aliased: int = 4) -
 
 
 def write_corpus(folder: Path) -> dict:
+    """:func:`build_corpus` in a fresh interpreter, so the corpus is the same whatever the test session
+    imported before: Hypothesis mixes constants found in the already-imported local modules into its
+    draws, so drawing in-process gave one corpus to ``pytest tests/test_flink.py`` and another to the
+    whole suite (a CI failure could not be replayed on its own)."""
+    proc = subprocess.run([sys.executable, "-m", "helpers_flink_corpus", str(folder)], cwd=Path(__file__).parent,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {k: Path(v) if k != "n_events" else v for k, v in json.loads(proc.stdout).items()}
+
+
+def build_corpus(folder: Path) -> dict:
     """Rules folder, time-sorted events and the same events shuffled within 200 s (for lateness)."""
     rules_dir = folder / "rules"
     shutil.copytree(bundled_rules_path(), rules_dir, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
@@ -117,3 +130,8 @@ def write_corpus(folder: Path) -> dict:
     shuffled = folder / "events_shuffled.jsonl"
     shuffled.write_text("".join(json.dumps(e) + "\n" for e in late))
     return {"rules": rules_dir, "events": ordered, "shuffled": shuffled, "n_events": len(events)}
+
+
+if __name__ == "__main__":
+    built = build_corpus(Path(sys.argv[1]))
+    print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in built.items()}))

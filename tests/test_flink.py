@@ -114,10 +114,22 @@ def _latest_checkpoint(folder: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
 
 
-# Known flake (1 failure in 6 clean CI runs this session: a restore that lost early results and chose
-# other events for one temporal correlation; not yet explained, see docs/scale.md). One rerun, same
-# assertions; a second failure fails the suite.
-@pytest.mark.flaky(reruns=1)
+def test_a_timer_lost_in_a_checkpoint_is_recovered_by_the_next_one(pyflink):
+    """PyFlink 2.3 leaves out of a checkpoint the timers registered in the bundle flushed just before
+    its barrier (the cause of this module's restore failures on CI, docs/scale.md). Driven by hand
+    through such a restore, the correlation step still emits exactly what the engine's per-key step
+    emits for the same records in time order, and keeps nothing."""
+    import json
+
+    proc = subprocess.run([str(pyflink), "-m", "helpers_flink_lost_timer"], cwd=Path(__file__).parent,
+                          env=job_environment(pyflink), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout)
+    assert got["lost_timer_was_e0"] and got["expected_out"][0][1] == [[got["expected_out"][0][0], "e0"]]
+    assert got["out"] == got["expected_out"] and got["results"] == got["expected_results"]
+    assert got["state_left"] is None
+
+
 def test_killed_job_resumes_from_checkpoint_without_losing_or_doubling(pyflink, corpus, reference, tmp_path):
     """Kill -9 the whole job (driver, JVM, Python workers) after a checkpoint with committed output,
     resume from that checkpoint: the union of committed results is exactly the engine's."""
