@@ -162,7 +162,7 @@ def _streamed(path: str, n: int, evaluator) -> dict:
 
 
 def work_stream(path: str, n: int) -> dict:
-    from kizashi.cli.rules_cmd import tune_gc
+    from kizashi.cli.tuning import tune_gc
     from kizashi.engine.sigma import RuleSet
 
     rs = RuleSet.bundled()
@@ -177,7 +177,8 @@ def work_stream_per_event(path: str, n: int) -> dict:
 
 
 def work_batch(path: str, n: int) -> dict:
-    from kizashi.cli.rules_cmd import loads, tune_gc
+    from kizashi.cli.rules_cmd import loads
+    from kizashi.cli.tuning import tune_gc
     from kizashi.engine.sigma import RuleSet
 
     rs = RuleSet.bundled()

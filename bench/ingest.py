@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from kizashi.cli.tuning import tune_gc
 from kizashi.engine.events import DetectionEvent
 from kizashi.engine.pipeline import Pipeline
 from kizashi.engine.store import Store
@@ -53,12 +54,15 @@ def run_store(url: str, events, batch: int, pipeline: bool) -> float:
 
 
 def run_lines(url: str, lines: list[str], batch: int) -> float:
-    """``kizashi ingest``: JSON lines validated, stored, evaluated by the bundled pack, alerts stored."""
+    """``kizashi ingest``: JSON lines validated, stored, evaluated by the bundled pack, alerts stored
+    (the collector tuned as the command does)."""
     store = Store(url)
     p = Pipeline(store)
+    restore_gc = tune_gc()
     t = time.perf_counter()
     p.ingest_lines(lines, batch_size=batch)
     dt = time.perf_counter() - t
+    restore_gc()
     store.close()
     return len(lines) / dt
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from kizashi.cli.errors import fail
+from kizashi.cli.tuning import tune_gc
 from kizashi.engine.sigma.targets import TARGETS
 
 if TYPE_CHECKING:
@@ -119,25 +120,6 @@ def eval_(
         restore_gc()
         if stream is None:
             handle.close()
-
-
-def tune_gc():
-    """For a long evaluation: the loaded rules leave the collector's view (``gc.freeze``) and full
-    collections run less often. The correlation windows hold many small objects that live for a
-    timespan; with the default thresholds the collector rescans them all again and again (about a
-    quarter of ``rules eval``'s time, docs/rules.md). Returns the function that restores the settings."""
-    import gc
-
-    before = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-    def restore() -> None:
-        gc.set_threshold(*before)
-        gc.unfreeze()
-
-    return restore
 
 
 def loads(line: str) -> object:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from kizashi.cli.errors import fail
+from kizashi.cli.tuning import tune_gc
 
 from .detect_cmd import AllowPickleOpt, ArchitectureOpt, InputShapeOpt, TrustTypeOpt
 
@@ -263,7 +264,11 @@ def sensor(
     typer.echo(json.dumps({"listening": f"http://{h}:{p}", "upstream": upstream, "mode": cfg.mode,
                            "models": {m: [d.name for d in v] for m, v in dets.items()}}), err=True)
     sys.stderr.flush()
-    run(app, sock, limits)
+    restore_gc = tune_gc()
+    try:
+        run(app, sock, limits)
+    finally:
+        restore_gc()
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from kizashi.cli.errors import fail
+from kizashi.cli.tuning import tune_gc
 from kizashi.connectors.registry import FORMATTERS
 
 if TYPE_CHECKING:
@@ -112,13 +113,17 @@ def ingest(
     if mapping is not None:
         _ingest_mapped(pipe, source, mapping, input_format)
         return
-    if source == "-":
-        result = pipe.ingest_lines(sys.stdin, source="stdin", batch_size=batch_size)
-    else:
-        if not os.path.exists(source):
-            fail(f"no such file: {source}")
-        with open(source, encoding="utf-8", errors="replace") as fh:
-            result = pipe.ingest_lines(fh, source=source, batch_size=batch_size)
+    if source != "-" and not os.path.exists(source):
+        fail(f"no such file: {source}")
+    restore_gc = tune_gc()
+    try:
+        if source == "-":
+            result = pipe.ingest_lines(sys.stdin, source="stdin", batch_size=batch_size)
+        else:
+            with open(source, encoding="utf-8", errors="replace") as fh:
+                result = pipe.ingest_lines(fh, source=source, batch_size=batch_size)
+    finally:
+        restore_gc()
     summary = result.summary()
     summary["recovered_alerts"] = len(pipe.recovered_alerts)
     typer.echo(json.dumps(summary))
@@ -192,7 +197,11 @@ def serve(
     typer.echo(json.dumps({"listening": f"http://{h}:{p}/events", "auth": token is not None}), err=True)
     limits = Limits(header_timeout=header_timeout, body_timeout=body_timeout, max_body=max_body,
                     request_timeout=body_timeout + 120)
-    run(app, sock, limits)
+    restore_gc = tune_gc()
+    try:
+        run(app, sock, limits)
+    finally:
+        restore_gc()
 
 
 def terminal_text(value: str):

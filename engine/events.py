@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -78,8 +79,10 @@ def _utc(value: datetime) -> datetime:
 def _check_plain_text(value: Any) -> Any:
     """Strings must be Unicode text: no lone UTF-16 surrogate (no UTF-8 encoder, hence no database
     and no output format, accepts one)."""
+    if type(value) is str and value.isascii():
+        return value
     for s in value if isinstance(value, list) else (value,):
-        if isinstance(s, str):
+        if isinstance(s, str) and not s.isascii():
             try:
                 s.encode("utf-8")
             except UnicodeEncodeError:
@@ -91,13 +94,34 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _trusted(info: ValidationInfo) -> bool:
+    """Validation context ``{"trusted": True}``: data the store wrote, checked when it came in. Types
+    are still validated; the boundary checks (text, evidence size, ATLAS ids) are skipped."""
+    return bool(info.context) and info.context.get("trusted", False)
+
+
+def _atlas(info: ValidationInfo):
+    """The ATLAS catalogue for this validation: ``parse`` looks it up once per event, not per field."""
+    found = info.context.get("atlas") if info.context else None
+    return found if found is not None else load_atlas()
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False, str_strip_whitespace=True)
 
-    @field_validator("*", mode="after")
+    @model_validator(mode="before")
     @classmethod
-    def _plain_text(cls, v: Any) -> Any:
-        return _check_plain_text(v)
+    def _plain_text(cls, data: Any, info: ValidationInfo) -> Any:
+        """Every text value (and text in a list) of this model is Unicode text: one pass over the
+        input per model, not a validator call per field."""
+        if isinstance(data, dict) and not _trusted(info):
+            for v in data.values():
+                if type(v) is str:
+                    if not v.isascii():
+                        _check_plain_text(v)
+                elif type(v) is list:
+                    _check_plain_text(v)
+        return data
 
 
 class DetectorInfo(_Model):
@@ -119,8 +143,10 @@ class AtlasTags(_Model):
 
     @field_validator("techniques")
     @classmethod
-    def _known_techniques(cls, v: list[str]) -> list[str]:
-        atlas = load_atlas()
+    def _known_techniques(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        if _trusted(info):
+            return v
+        atlas = _atlas(info)
         out = []
         for tid in v:
             if not atlas.has_technique(tid):
@@ -132,16 +158,20 @@ class AtlasTags(_Model):
 
     @field_validator("tactics")
     @classmethod
-    def _known_tactics(cls, v: list[str]) -> list[str]:
-        atlas = load_atlas()
+    def _known_tactics(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        if _trusted(info):
+            return v
+        atlas = _atlas(info)
         for tid in v:
             if not atlas.has_tactic(tid):
                 raise ValueError(f"unknown ATLAS tactic ID {tid!r} (ATLAS {atlas.version})")
         return list(dict.fromkeys(v))
 
     @model_validator(mode="after")
-    def _derive_tactics(self) -> AtlasTags:
-        atlas = load_atlas()
+    def _derive_tactics(self, info: ValidationInfo) -> AtlasTags:
+        if _trusted(info):
+            return self
+        atlas = _atlas(info)
         derived = atlas.tactics_for(self.techniques)
         merged = set(self.tactics) | set(derived)
         self.tactics = [t for t in atlas.tactics if t in merged]
@@ -256,8 +286,8 @@ class DetectionEvent(_Model):
 
     @field_validator("evidence")
     @classmethod
-    def _evidence(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return _check_json_small(v, "evidence")
+    def _evidence(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return v if _trusted(info) else _check_json_small(v, "evidence")
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -272,13 +302,23 @@ class DetectionEvent(_Model):
                 )
             if any("." in k for k in data):
                 data = unflatten_event(data)
-            return cls.model_validate(data)
+            return cls.model_validate(data, context={"atlas": load_atlas()})
         except ValidationError as exc:
             raise EventValidationError(exc.errors(include_url=False)) from None
         except json.JSONDecodeError as exc:
             raise EventValidationError([{"loc": (), "msg": f"not valid JSON: {exc}"}]) from None
         except RecursionError:
             raise EventValidationError([{"loc": (), "msg": "JSON nested too deeply"}]) from None
+
+    @classmethod
+    def from_stored(cls, body: str | bytes) -> DetectionEvent:
+        """An event the store wrote (its :meth:`to_json`, validated by :meth:`parse` on the way in):
+        types checked by pydantic's JSON parser, the boundary checks not run again. Anything else
+        (an older or edited row) goes through :meth:`parse`."""
+        try:
+            return cls.model_validate_json(body, context={"trusted": True})
+        except ValidationError:
+            return cls.parse(body)
 
     # -- serialisation ----------------------------------------------------------------------
     def to_json(self) -> str:

@@ -19,13 +19,15 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from .alerting import AlertingConfig
 from .events import MAX_EVENT_TIME, MIN_EVENT_TIME, Alert, DetectionEvent, EventValidationError
-from .incidents import merge, suppression_group
+from .incidents import group_key, merge, suppression_group
 from .risk import RISK_RULE_PREFIX, RiskEngine, entities
 from .sigma import RuleResult, RuleSet, results_to_alerts
+from .sigma.microbatch import admit_batch
 from .store import IngestResult, Store
 
 #: default tolerance for event clocks ahead of this host's clock
@@ -137,11 +139,8 @@ class Pipeline:
         # a stored event dated far ahead (from before time bounds existed) must not blind recovery
         latest = min(latest, self.time_bounds.ceiling())
         since = _clamp(latest, -(self.span + self.lateness))
-        results = []
-        known = {}
-        for e in self.store.iter_events(since=since, until=latest):
-            known[e.id] = e
-            results.extend(self.evaluator.push(e))
+        known: dict[str, DetectionEvent] = {}
+        results = _admit_stored(self.evaluator, self.store.iter_events(since=since, until=latest), known)
         results.extend(self.evaluator.flush())
         return alerts + self._store_results(results, known)
 
@@ -150,9 +149,8 @@ class Pipeline:
         a fresh evaluator; keep the results that involve one of them."""
         reach = self.span + self.lateness
         evaluator = self.ruleset.observing().stream(lateness=self.lateness)
-        results = []
-        for e in self.store.iter_events(since=_clamp(first, -reach), until=_clamp(last, reach)):
-            results.extend(evaluator.push(e))
+        results = _admit_stored(evaluator, self.store.iter_events(since=_clamp(first, -reach),
+                                                                  until=_clamp(last, reach)))
         results.extend(evaluator.flush())
         return self._store_results([r for r in results if ids.intersection(r.event_ids)], {})
 
@@ -211,25 +209,46 @@ class Pipeline:
 
     def _raise(self, alerts: list[Alert]) -> list[Alert]:
         """Each alert: a new incident, an update of an open one (same rule and group within the
-        suppression window), or, for a risk alert about an entity an open incident names, nothing."""
+        suppression window), or, for a risk alert about an entity an open incident names, nothing.
+
+        The batch's stored ids and open incidents are read in two queries; new incidents are written
+        together, before any later alert of the batch updates one of them."""
+        if not alerts:
+            return []
         window = self.alerting.suppression_window
+        stored = self.store.stored_alert_ids(a.id for a in alerts)  # a replay after a restart
+        fresh = [a for a in alerts if a.id not in stored]
+        if not fresh:
+            return []
+        since = min(a.first_seen for a in fresh) - window
+        incidents = self.store.open_alerts({(a.rule.id, group_key(a.group)) for a in fresh}, since=since)
         new: list[Alert] = []
-        for a in alerts:
-            if self.store.get_alert(a.id) is not None:
-                continue  # a replay after a restart
+        pending: list[Alert] = []  # new incidents not yet written
+        for a in fresh:
+            if a.id in stored:
+                continue  # raised earlier in this batch
             if a.rule.id.startswith(RISK_RULE_PREFIX) and self._named_by_incident(a.group, a.last_seen - window):
                 continue  # an open incident already names this entity
-            incident = self.store.open_alert(a.rule.id, a.group, since=a.first_seen - window)
+            key = (a.rule.id, group_key(a.group))
+            incident = incidents.get(key)
+            if incident is not None and incident.last_seen < a.first_seen - window:
+                incident = None
             if incident is None:
-                new += self.store.add_alerts([a], sinks=self.sinks)
+                pending.append(a)
+                stored.add(a.id)
+                incidents[key] = a
                 self._note_incident(a)
                 continue
+            if any(p.id == incident.id for p in pending):
+                new += self.store.add_alerts(pending, sinks=self.sinks)
+                pending = []
             updated = merge(incident, a, now=a.last_seen if self.event_clock else a.created)
             if updated is not None:
                 self.store.update_alert(updated, sinks=self.sinks)
                 self.updated_alerts.append(updated)
+                incidents[key] = updated
                 self._note_incident(updated)
-        return new
+        return new + self.store.add_alerts(pending, sinks=self.sinks)
 
     def _named_by_incident(self, group: dict[str, Any], since: Any) -> bool:
         seen = [self._named.get((f, str(v))) for f, v in group.items()]
@@ -266,9 +285,7 @@ class Pipeline:
         live = sorted((e for e in stored.new_events if horizon is None or e.time >= horizon),
                       key=lambda e: (e.time, e.id))
         backfill = [e for e in stored.new_events if horizon is not None and e.time < horizon]
-        results = []
-        for e in live:
-            results.extend(self.evaluator.push(e))
+        results = admit_batch(self.evaluator, live)
         results.extend(self.evaluator.flush())
         before_updates, before_obs = len(self.updated_alerts), self.observation_count
         out.alerts = self._store_results(results, {e.id: e for e in stored.new_events})
@@ -308,6 +325,19 @@ class Pipeline:
             total.quarantined += len(bad)
         if batch:
             _merge(total, self.ingest(batch, source=source))
+
+
+def _admit_stored(evaluator: Any, events: Iterable[DetectionEvent], known: dict[str, DetectionEvent] | None = None,
+                  *, chunk: int = 1024) -> list[RuleResult]:
+    """Stored events (time order) through ``evaluator`` in column-wise chunks (bounded memory however
+    long the replayed window); ``known`` collects them by id when given."""
+    results: list[RuleResult] = []
+    it = iter(events)
+    while batch := list(islice(it, chunk)):
+        if known is not None:
+            known.update((e.id, e) for e in batch)
+        results.extend(admit_batch(evaluator, batch))
+    return results
 
 
 def _merge(total: PipelineResult, part: PipelineResult) -> None:

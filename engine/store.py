@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     Boolean,
     Column,
@@ -346,7 +347,7 @@ class Store:
     def get_event(self, event_id: str) -> DetectionEvent | None:
         with self.engine.connect() as conn:
             body = conn.execute(select(events_table.c.body).where(events_table.c.id == event_id)).scalar()
-        return DetectionEvent.parse(body) if body else None
+        return DetectionEvent.from_stored(body) if body else None
 
     def get_events(self, ids: Iterable[str]) -> dict[str, DetectionEvent]:
         ids = list(dict.fromkeys(ids))
@@ -355,7 +356,7 @@ class Store:
             for i in range(0, len(ids), 500):
                 q = select(events_table.c.id, events_table.c.body).where(events_table.c.id.in_(ids[i:i + 500]))
                 for eid, body in conn.execute(q):
-                    out[eid] = DetectionEvent.parse(body)
+                    out[eid] = DetectionEvent.from_stored(body)
         return out
 
     def iter_events(self, *, since: datetime | None = None, until: datetime | None = None,
@@ -370,7 +371,7 @@ class Store:
         q = q.order_by(events_table.c.seq if order == "seq" else events_table.c.time, events_table.c.id)
         with self.engine.connect() as conn:
             for (body,) in conn.execute(q):
-                yield DetectionEvent.parse(body)
+                yield DetectionEvent.from_stored(body)
 
     def count_events(self) -> int:
         with self.engine.connect() as conn:
@@ -436,6 +437,33 @@ class Store:
             body = conn.execute(q).scalar()
         return Alert.parse(body) if body else None
 
+    def stored_alert_ids(self, ids: Iterable[str]) -> set[str]:
+        """Which of ``ids`` are stored alerts (one query per 500 ids)."""
+        ids = list(dict.fromkeys(ids))
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                found.update(conn.execute(select(alerts_table.c.id)
+                                          .where(alerts_table.c.id.in_(ids[i:i + 500]))).scalars())
+        return found
+
+    def open_alerts(self, keys: Iterable[tuple[str, str]], *, since: datetime) -> dict[tuple[str, str], Alert]:
+        """:meth:`open_alert` for many (rule id, group key) pairs at once: each pair's latest alert last
+        seen at or after ``since``."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        rules = sorted({r for r, _ in wanted})
+        q = (select(alerts_table.c.rule_id, alerts_table.c.group_key, alerts_table.c.body)
+             .where(alerts_table.c.rule_id.in_(rules), alerts_table.c.last_seen >= _utc(since))
+             .order_by(alerts_table.c.last_seen.desc()))
+        out: dict[tuple[str, str], Alert] = {}
+        with self.engine.connect() as conn:
+            for rule_id, gkey, body in conn.execute(q):
+                if (rule_id, gkey) in wanted and (rule_id, gkey) not in out:
+                    out[rule_id, gkey] = Alert.parse(body)
+        return out
+
     def update_alert(self, alert: Alert, *, sinks: Sequence[str] = ()) -> None:
         """Store the new state of an existing alert (same id): body, times, new chain links; its
         outbox rows are due again, so sinks receive the update (one row per sink, latest state)."""
@@ -460,20 +488,11 @@ class Store:
     def add_observations(self, rows: Iterable[dict[str, Any]]) -> int:
         """Store observations (``id``, ``event_id``, ``rule_id``, ``kind``, ``time``, ``risk``, ``body``
         as a dict); idempotent on id. Returns how many were new."""
-        batch = list({r["id"]: r for r in rows}.values())
+        batch = [{**r, "body": _json_text(r["body"])} for r in {r["id"]: r for r in rows}.values()]
         if not batch:
             return 0
-        with self.engine.begin() as conn:
-            existing: set[str] = set()
-            ids = [r["id"] for r in batch]
-            for i in range(0, len(ids), 500):
-                existing.update(conn.execute(select(observations_table.c.id)
-                                             .where(observations_table.c.id.in_(ids[i:i + 500]))).scalars())
-            new = [{**r, "body": json.dumps(r["body"], default=str, sort_keys=True)} for r in batch
-                   if r["id"] not in existing]
-            if new:
-                conn.execute(insert(observations_table), new)
-        return len(new)
+        with self._write() as conn, conn.begin():
+            return len(_insert_or_ignore(conn, observations_table, batch, key="id"))
 
     def list_observations(self, *, since: datetime | None = None, event_id: str | None = None,
                           limit: int | None = None) -> list[dict[str, Any]]:
@@ -620,6 +639,15 @@ def _pg_insert_or_ignore(conn: Connection, table: Table, rows: list[dict[str, An
     with conn.connection.driver_connection.cursor() as cur:  # same transaction as ``conn``
         cur.execute(sql, [[r[c] for r in rows] for c in columns])
         return [r[0] for r in cur.fetchall()] if key else []
+
+
+def _json_text(value: Any) -> str:
+    """Compact JSON with sorted keys (orjson; the standard library for what orjson refuses, e.g. a
+    lone surrogate or an integer too large for 64 bits)."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, default=str, sort_keys=True, separators=(",", ":"))
 
 
 def _column(value: str | None) -> str | None:

@@ -116,7 +116,6 @@ class MicroBatchEvaluator:
         self.clock = clock
         self.buffer: list[dict[str, Any]] = []
         self.opened: float | None = None  # clock reading when the first buffered event arrived
-        self._detections = list(ruleset.detections.items())
 
     @property
     def stats(self) -> dict[str, int]:
@@ -170,47 +169,61 @@ class MicroBatchEvaluator:
 
     # -- one batch -----------------------------------------------------------------------------
     def _evaluate(self, rows: list[dict[str, Any]]) -> list[RuleResult]:
-        view = ColumnView(rows)
-        patterns = self._patterns(view)
-        times = self._times(view)
-        event_id = self.stream.event_id
-        admit = self.stream.admit
-        results: list[RuleResult] = []
-        for flat, matched, ts in zip(rows, patterns, times, strict=True):
-            out = admit(flat, event_id(flat), ts, matched)
-            if out:
-                results.extend(out)
-        return results
+        return _admit_rows(self.stream, rows)
 
-    def _patterns(self, view: ColumnView) -> list[list[str]]:
-        """Per row, the keys of the detection rules it matches (in rule-set order): one vectorised
-        mask per rule, rows grouped by the pattern of rules they match."""
-        masks = np.stack([det.mask(view) for _key, det in self._detections], axis=1) if self._detections else (
-            np.zeros((view.n, 0), dtype=bool))
-        keys = [k for k, _det in self._detections]
-        if len(keys) <= 62:  # the pattern as the bits of one integer
-            codes = (masks.astype(np.int64) << np.arange(len(keys), dtype=np.int64)).sum(axis=1)
-            distinct, inverse = np.unique(codes, return_inverse=True)
-            matched = [[k for bit, k in enumerate(keys) if int(c) >> bit & 1] for c in distinct]
+
+def admit_batch(stream: StreamEvaluator, events: Sequence[Any]) -> list[RuleResult]:
+    """``events`` through ``stream`` as its :meth:`~.stream.StreamEvaluator.push` would take them one
+    by one (same results, same order), the detection rules tested column-wise over the whole batch."""
+    return _admit_rows(stream, [normalise_event(e) for e in events])
+
+
+def _admit_rows(stream: StreamEvaluator, rows: list[dict[str, Any]]) -> list[RuleResult]:
+    if not rows:
+        return []
+    view = ColumnView(rows)
+    patterns = _patterns(list(stream.ruleset.detections.items()), view)
+    times = _times(view, stream.time_field)
+    event_id = stream.event_id
+    admit = stream.admit
+    results: list[RuleResult] = []
+    for flat, matched, ts in zip(rows, patterns, times, strict=True):
+        out = admit(flat, event_id(flat), ts, matched)
+        if out:
+            results.extend(out)
+    return results
+
+
+def _patterns(detections: list[tuple[str, Any]], view: ColumnView) -> list[list[str]]:
+    """Per row, the keys of the detection rules it matches (in rule-set order): one vectorised mask
+    per rule, rows grouped by the pattern of rules they match."""
+    masks = np.stack([det.mask(view) for _key, det in detections], axis=1) if detections else (
+        np.zeros((view.n, 0), dtype=bool))
+    keys = [k for k, _det in detections]
+    if len(keys) <= 62:  # the pattern as the bits of one integer
+        codes = (masks.astype(np.int64) << np.arange(len(keys), dtype=np.int64)).sum(axis=1)
+        distinct, inverse = np.unique(codes, return_inverse=True)
+        matched = [[k for bit, k in enumerate(keys) if int(c) >> bit & 1] for c in distinct]
+    else:
+        distinct, inverse = np.unique(masks, axis=0, return_inverse=True)
+        matched = [[k for k, hit in zip(keys, row, strict=True) if hit] for row in distinct]
+    return [matched[i] for i in inverse.reshape(-1).tolist()]
+
+
+def _times(view: ColumnView, time_field: str) -> list[float | None]:
+    """Each row's time (epoch seconds, as :func:`.normalise.event_timestamp`); a text time is parsed
+    once per distinct value (numbers are mostly distinct: converted row by row)."""
+    parsed: dict[str, float | None] = {}
+    out: list[float | None] = []
+    for value in view.column(time_field):
+        if type(value) is str:
+            ts = parsed.get(value, _MISSING)
+            if ts is _MISSING:
+                ts = parsed[value] = event_timestamp(value)
+            out.append(ts)
         else:
-            distinct, inverse = np.unique(masks, axis=0, return_inverse=True)
-            matched = [[k for k, hit in zip(keys, row, strict=True) if hit] for row in distinct]
-        return [matched[i] for i in inverse.reshape(-1).tolist()]
-
-    def _times(self, view: ColumnView) -> list[float | None]:
-        """Each row's time (epoch seconds, as :func:`.normalise.event_timestamp`); a text time is
-        parsed once per distinct value (numbers are mostly distinct: converted row by row)."""
-        parsed: dict[str, float | None] = {}
-        out: list[float | None] = []
-        for value in view.column(self.stream.time_field):
-            if type(value) is str:
-                ts = parsed.get(value, _MISSING)
-                if ts is _MISSING:
-                    ts = parsed[value] = event_timestamp(value)
-                out.append(ts)
-            else:
-                out.append(event_timestamp(value))
-        return out
+            out.append(event_timestamp(value))
+    return out
 
 
 _MISSING: Any = object()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from sigma.correlations import SigmaCorrelationRule
@@ -75,6 +76,13 @@ def _atlas_ids(tags: Iterable[str]) -> Iterable[tuple[str, str, str | None]]:
 
 def atlas_ids_from_tags(tags: Iterable[str]) -> tuple[list[str], list[str]]:
     """``atlas.aml.t0043.002`` / ``atlas.aml.ta0001`` tags -> (technique IDs, tactic IDs)."""
+    techniques, tactics = _atlas_ids_of(tuple(tags))
+    return list(techniques), list(tactics)
+
+
+@lru_cache(maxsize=4096)
+def _atlas_ids_of(tags: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The split for one rule's tags, once per rule (every observation of the rule asks again)."""
     techniques: list[str] = []
     tactics: list[str] = []
     for _tag, ident, kind in _atlas_ids(tags):
@@ -82,7 +90,7 @@ def atlas_ids_from_tags(tags: Iterable[str]) -> tuple[list[str], list[str]]:
             tactics.append(ident)
         elif kind == "technique":
             techniques.append(ident)
-    return techniques, tactics
+    return tuple(techniques), tuple(tactics)
 
 
 def check_atlas_tags(tags: Iterable[str]) -> list[str]:
