@@ -499,7 +499,9 @@ def _flatten_evidence(prefix: str, value: Any, out: dict[str, Any]) -> None:
 def flatten_event(event: DetectionEvent | Mapping[str, Any]) -> dict[str, Any]:
     """Nested event -> flat dotted dict. ``time`` is ISO 8601 with ``Z``; evidence becomes
     ``evidence.<key>`` (nested keys dotted)."""
-    d = event.to_dict() if isinstance(event, DetectionEvent) else dict(event)
+    if isinstance(event, DetectionEvent):
+        return _flatten_model(event)
+    d = dict(event)
     out: dict[str, Any] = {}
     for flat_key, path in EVENT_FIELD_MAP.items():
         cur: Any = d
@@ -513,6 +515,25 @@ def flatten_event(event: DetectionEvent | Mapping[str, Any]) -> dict[str, Any]:
     _flatten_evidence("evidence", d.get("evidence") or {}, out)
     if out.get("evidence") == {}:
         out.pop("evidence", None)
+    return out
+
+
+def _flatten_model(e: DetectionEvent) -> dict[str, Any]:
+    """:func:`flatten_event` of a validated event, read off its attributes (no JSON dump first; the
+    ingest hot path flattens every event). Same keys, order and values."""
+    det, atlas, sub, tgt, data = e.detector, e.atlas, e.subject, e.target, e.data_used
+    out: dict[str, Any] = {
+        "schema_version": e.schema_version, "id": e.id, "time": e.time.isoformat().replace("+00:00", "Z"),
+        "detector.id": det.id, "detector.name": det.name, "detector.version": det.version,
+        "detector.method": det.method, "stage": e.stage, "attack": e.attack,
+        "atlas.tactic": list(atlas.tactics), "atlas.technique": list(atlas.techniques),
+        "account.id": sub.account, "source.ip": sub.source_ip, "session.id": sub.session,
+        "model.id": tgt.model, "model.version": tgt.model_version, "model.endpoint": tgt.endpoint,
+        "data.training_data": data.training_data, "data.model": data.model, "data.input": data.input,
+        "data.output": data.output, "score": e.score, "threshold": e.threshold, "severity": e.severity,
+    }
+    if e.evidence:
+        _flatten_evidence("evidence", json.loads(json.dumps(e.evidence, default=str)), out)
     return out
 
 

@@ -167,13 +167,16 @@ class Pipeline:
         """Results -> observations (with entity risk) and alerts (new incidents or updates)."""
         if not results:
             return []
-        needed = {eid for r in results for eid in r.event_ids if eid not in known}
+        info, correlated = self.ruleset.info, self.ruleset.correlated_keys
+        alerting = [self.alerting.delivers(r.type, info[r.rule_id], correlated=r.rule_id in correlated)
+                    for r in results]
+        # an alert carries its whole chain; an observation needs only its last event
+        needed = {eid for r, alert in zip(results, alerting, strict=True)
+                  for eid in (r.event_ids if alert else r.event_ids[-1:]) if eid not in known}
         events = dict(known)
         events.update(self.store.get_events(needed))
-        info, correlated = self.ruleset.info, self.ruleset.correlated_keys
         delivered, observations, records = [], [], []
-        for r in results:  # every detection match is an observation (alert or not) and adds risk
-            alert = self.alerting.delivers(r.type, info[r.rule_id], correlated=r.rule_id in correlated)
+        for r, alert in zip(results, alerting, strict=True):  # every detection match is an observation
             if alert:
                 delivered.append(r)
             risk = 0.0

@@ -20,6 +20,7 @@ from typing import Any
 from .alerting import AlertingConfig
 from .events import DetectionEvent
 from .sigma import RuleResult, RuleSet
+from .sigma.microbatch import admit_batch
 from .sigma.rule import atlas_ids_from_tags
 
 RISK_RULE_PREFIX = "kizashi_risk_"
@@ -128,10 +129,7 @@ class RiskEngine:
         return points, out
 
     def push(self, records: list[Mapping[str, Any]]) -> list[RuleResult]:
-        results: list[RuleResult] = []
-        for r in sorted(records, key=lambda r: (r["time"], r["id"])):
-            results.extend(self.evaluator.push(r))
-        return results
+        return admit_batch(self.evaluator, sorted(records, key=lambda r: (r["time"], r["id"])))
 
     def flush(self) -> list[RuleResult]:
         return self.evaluator.flush()
