@@ -84,6 +84,8 @@ def factorise(values: list[Any]) -> tuple[np.ndarray, list[Any]]:
 
 def _key(value: Any) -> Any:
     if isinstance(value, list | tuple):
+        if all(type(v) is str for v in value):  # the common case (e.g. ATLAS technique lists)
+            return (list, tuple(value))
         return (list, tuple(_key(v) for v in value))
     if isinstance(value, dict):
         return (dict, id(value))  # a nested object never matches a value: no need to share answers
