@@ -60,10 +60,12 @@ def keyed_state_sizes(path: Path) -> dict:
             "bytes_p99": sizes[int(0.99 * (len(sizes) - 1))] if sizes else 0, "bytes_max": max(sizes, default=0)}
 
 
-def flink(path: Path, parallelism: int, work: Path) -> tuple[float, list[str]]:
-    out, chk = work / f"out-{path.stem}-{parallelism}", work / f"chk-{path.stem}-{parallelism}"
+def flink(path: Path, parallelism: int, work: Path, bundle: int | None = None) -> tuple[float, list[str]]:
+    tag = f"{path.stem}-{parallelism}-{bundle or 'default'}"
+    out, chk = work / f"out-{tag}", work / f"chk-{tag}"
     cmd = job_command(["--rules", str(bundled_rules_path()), "--events", str(path), "--out", str(out),
-                       "--parallelism", str(parallelism), "--checkpoint-dir", str(chk), "--checkpoint-interval", "2"])
+                       "--parallelism", str(parallelism), "--checkpoint-dir", str(chk), "--checkpoint-interval", "2",
+                       *(["--bundle-size", str(bundle)] if bundle else [])])
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=job_environment(), capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -76,6 +78,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=20000)
     ap.add_argument("--parallelism", default="1,2")
+    ap.add_argument("--bundle-sizes", default="default,1",
+                    help="Python bundle sizes to run (1 = every timer registration in the next checkpoint)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="kizashi-bench-flink-") as tmp:
         work = Path(tmp)
@@ -87,11 +91,13 @@ def main() -> None:
                   "single_process": {"events_per_s": round(args.events / base_s), "results": len(base_out),
                                      "state_entries": base_state},
                   "keyed_state": keyed_state_sizes(big), "flink": {}}
-        for p in (int(x) for x in args.parallelism.split(",")):
-            startup, _ = flink(tiny, p, work)
-            wall, out = flink(big, p, work)
+        runs = [(int(p), None if b == "default" else int(b))
+                for p in args.parallelism.split(",") for b in args.bundle_sizes.split(",")]
+        for p, bundle in runs:
+            startup, _ = flink(tiny, p, work, bundle)
+            wall, out = flink(big, p, work, bundle)
             steady = max(wall - startup, 1e-9)
-            report["flink"][f"p{p}"] = {
+            report["flink"][f"p{p}" + (f"_bundle{bundle}" if bundle else "")] = {
                 "wall_s": round(wall, 1), "startup_s": round(startup, 1),
                 "events_per_s": round(args.events / steady), "events_per_s_incl_startup": round(args.events / wall),
                 "ratio_to_single_process": round((args.events / steady) / (args.events / base_s), 3),

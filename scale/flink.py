@@ -411,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint-interval", type=float, default=2.0, help="seconds")
     ap.add_argument("--restore", help="checkpoint (chk-N folder) to resume from")
     ap.add_argument("--max-rate", type=float, help="replay the events at most this many per second")
+    ap.add_argument("--bundle-size", type=int,
+                    help="records per Python bundle (1: every timer registration is in the next checkpoint, "
+                         "docs/scale.md 'Restore and PyFlink's timers')")
     ap.add_argument("--queries", help="JSON lines of query records for --detector")
     ap.add_argument("--detector", help="a fitted query-stream detector: the folder `kizashi detectors fit` wrote")
     args = ap.parse_args(argv)
@@ -418,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--queries and --detector go together")
     env = environment(parallelism=args.parallelism, checkpoint_dir=args.checkpoint_dir,
                       checkpoint_interval=args.checkpoint_interval, restore=args.restore,
-                      bundle_size=max(1, int(args.max_rate / 10)) if args.max_rate else None)
+                      bundle_size=args.bundle_size or (max(1, int(args.max_rate / 10)) if args.max_rate else None))
     build(env, rules_yaml=rules_text(args.rules), events=[str(Path(e).resolve()) for e in args.events],
           out=str(Path(args.out).resolve()), id_field=args.id_field, time_field=args.time_field,
           lateness=args.lateness, queries=str(Path(args.queries).resolve()) if args.queries else None,
