@@ -2,8 +2,12 @@
 and rule pipeline. When the queue is full, events are appended to a spill file (fsync'd) and
 counted, never dropped; the writer ingests spill files when it has caught up, and at start-up.
 
-Durability: a spilled event survives a crash; an event still in the in-memory queue when the
-process is killed is lost (the queue is bounded by ``maxsize``; ``/sensor/status`` reports it).
+Durability: every event is first appended to a journal segment (written through to the operating
+system before ``put`` returns, fsync'd by the writer every ``sync_every`` seconds); a segment is
+deleted once all its events are stored or spilled. After a crash, the segments left are replayed
+like spill files at start-up. So a ``kill -9`` of the process loses nothing (the kernel holds what
+was written), and a power loss at most the last ``sync_every`` seconds. An event both journalled
+and spilled may be replayed twice: the store keeps one (idempotent on id, alert ids deterministic).
 """
 
 from __future__ import annotations
@@ -22,31 +26,93 @@ __all__ = ["EventQueue"]
 
 
 class EventQueue:
+    #: events per journal segment before the next one begins (a segment goes once all are stored)
+    SEGMENT_EVENTS = 5_000
+
     def __init__(self, handle: Callable[[list[DetectionEvent]], Any], spill_dir: Path, *, maxsize: int = 10_000,
-                 batch: int = 500, on_error: Callable[[Exception], None] | None = None):
+                 batch: int = 500, on_error: Callable[[Exception], None] | None = None, sync_every: float = 0.2):
         self.handle = handle
         self.spill_dir = Path(spill_dir)
         self.spill_dir.mkdir(parents=True, exist_ok=True)
-        self.q: queue.Queue[DetectionEvent | None] = queue.Queue(maxsize=maxsize)
+        self.q: queue.Queue[tuple[DetectionEvent, Path] | None] = queue.Queue(maxsize=maxsize)
         self.batch = batch
         self.on_error = on_error
+        self.sync_every = sync_every
         self.lock = threading.Lock()
         self.counts = {"queued": 0, "stored_batches": 0, "events_handled": 0, "spilled": 0,
-                       "spill_replayed": 0, "handler_errors": 0}
+                       "spill_replayed": 0, "handler_errors": 0, "journal_replayed_files": 0}
         self._spill_fh = None
         self._spill_path: Path | None = None
+        self._journal_fh = None
+        self._journal_path: Path | None = None
+        self._journal_events = 0
+        self._journal_dirty = False
+        self._last_sync = time.monotonic()
+        self._outstanding: dict[Path, int] = {}  # journal segment -> its events not yet stored or spilled
         self._stop = threading.Event()
         self._busy = False
         self.thread = threading.Thread(target=self._run, name="kizashi-event-writer", daemon=True)
 
     # -- producer side (request path) ---------------------------------------------------------
     def put(self, events: list[DetectionEvent]) -> None:
+        if not events:
+            return
+        segment = self._journal(events)
         for e in events:
             try:
-                self.q.put_nowait(e)
+                self.q.put_nowait((e, segment))
                 self.counts["queued"] += 1
             except queue.Full:
                 self._spill([e])
+                self._settled({segment: 1})
+
+    # -- journal ---------------------------------------------------------------------------------
+    def _journal(self, events: list[DetectionEvent]) -> Path:
+        """Append ``events`` to the current segment, written through to the OS; returns the segment."""
+        lines = "".join(e.to_json() + "\n" for e in events)
+        with self.lock:
+            if self._journal_fh is None or self._journal_events >= self.SEGMENT_EVENTS:
+                self._rotate_journal()
+                self._journal_path = self.spill_dir / f"journal-{time.time_ns()}.jsonl"
+                self._journal_fh = open(self._journal_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in _rotate
+                self._journal_events = 0
+            assert self._journal_path is not None
+            self._journal_fh.write(lines)
+            self._journal_fh.flush()  # in the kernel: survives the process being killed
+            self._journal_events += len(events)
+            self._journal_dirty = True
+            self._outstanding[self._journal_path] = self._outstanding.get(self._journal_path, 0) + len(events)
+            return self._journal_path
+
+    def _rotate_journal(self) -> None:
+        """Close the current segment (under ``self.lock``); delete it if nothing in it is pending."""
+        if self._journal_fh is None:
+            return
+        self._journal_fh.flush()
+        os.fsync(self._journal_fh.fileno())
+        self._journal_fh.close()
+        path, self._journal_fh, self._journal_path = self._journal_path, None, None
+        if path is not None and self._outstanding.get(path, 0) <= 0:
+            self._outstanding.pop(path, None)
+            path.unlink(missing_ok=True)
+
+    def _settled(self, by_segment: dict[Path, int]) -> None:
+        """These events are stored or spilled: a closed segment with none pending left is deleted."""
+        with self.lock:
+            for path, n in by_segment.items():
+                left = self._outstanding.get(path, 0) - n
+                if left > 0 or path == self._journal_path:
+                    self._outstanding[path] = max(left, 0)
+                    continue
+                self._outstanding.pop(path, None)
+                path.unlink(missing_ok=True)
+
+    def _sync_journal(self) -> None:
+        with self.lock:
+            if self._journal_fh is not None and self._journal_dirty:
+                os.fsync(self._journal_fh.fileno())
+                self._journal_dirty = False
+            self._last_sync = time.monotonic()
 
     def _spill(self, events: list[DetectionEvent]) -> None:
         with self.lock:
@@ -74,6 +140,9 @@ class EventQueue:
     def start(self) -> EventQueue:
         for part in self.spill_dir.glob("*.jsonl.part"):  # left by a crash: complete lines are valid
             part.rename(part.with_suffix(""))
+        for journal in sorted(self.spill_dir.glob("journal-*.jsonl")):  # left by a crash: replay them
+            journal.rename(self.spill_dir / ("spill-" + journal.name.removeprefix("journal-")))
+            self.counts["journal_replayed_files"] += 1
         self.thread.start()
         return self
 
@@ -95,18 +164,23 @@ class EventQueue:
         except queue.Empty:
             return False
         self._busy = True
-        batch = [first] if first is not None else []
-        while len(batch) < self.batch:
+        items = [first] if first is not None else []
+        while len(items) < self.batch:
             try:
-                e = self.q.get_nowait()
+                item = self.q.get_nowait()
             except queue.Empty:
                 break
-            if e is not None:
-                batch.append(e)
+            if item is not None:
+                items.append(item)
         try:
+            batch = [e for e, _ in items]
             if batch and not self._deliver(batch):
                 self._spill(batch)
                 time.sleep(0.5)
+            by_segment: dict[Path, int] = {}
+            for _, segment in items:
+                by_segment[segment] = by_segment.get(segment, 0) + 1
+            self._settled(by_segment)
         finally:
             self._busy = False
         return True
@@ -131,13 +205,17 @@ class EventQueue:
     def _run(self) -> None:
         self._replay_spill()
         while not self._stop.is_set():
-            busy = self._drain_queue(timeout=0.2)
+            busy = self._drain_queue(timeout=min(0.2, self.sync_every))
+            if time.monotonic() - self._last_sync >= self.sync_every:
+                self._sync_journal()
             if not busy and self.q.empty():
                 if self._spill_fh is not None or any(self.spill_dir.glob("spill-*.jsonl")):
                     self._replay_spill()
         while self._drain_queue(timeout=0):  # drain what is left on shutdown
             pass
         self._seal_spill()
+        with self.lock:
+            self._rotate_journal()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until the in-memory queue is empty (tests, shutdown)."""
@@ -158,4 +236,5 @@ class EventQueue:
 
     def status(self) -> dict[str, Any]:
         return {**self.counts, "in_memory": self.q.qsize(), "capacity": self.q.maxsize,
-                "spill_files": len(list(self.spill_dir.glob("spill-*")))}
+                "spill_files": len(list(self.spill_dir.glob("spill-*"))),
+                "journal_files": len(list(self.spill_dir.glob("journal-*")))}

@@ -256,6 +256,59 @@ def test_event_queue_replays_spill_left_by_a_crash(tmp_path):
     assert got == ["e0", "e1", "e2", "e3"] and q.counts["spill_replayed"] == 4
 
 
+KILLED_SENSOR = """
+import sys, threading, time
+from kizashi.engine.events import DetectionEvent
+from kizashi.sensor.event_queue import EventQueue
+stuck = threading.Event()  # the store hangs: nothing the queue holds is stored before the kill
+q = EventQueue(lambda events: stuck.wait(), sys.argv[1], maxsize=40, batch=10).start()
+q.SEGMENT_EVENTS = 64  # several journal segments
+for i in range(0, 300, 30):
+    q.put([DetectionEvent(id=f"e{j}", detector={"id": "t", "name": "t"}, stage="precursor",
+                          attack="evasion", score=float(j)) for j in range(i, i + 30)])
+print("accepted", flush=True)
+time.sleep(120)
+"""
+
+
+def test_event_queue_loses_nothing_when_the_process_is_killed(tmp_path):
+    """A real ``kill -9`` of a process whose store hangs, with 300 accepted events: some spilled (the
+    queue holds 40), the rest only in memory and the journal. The next start delivers every one."""
+    import signal
+    import subprocess
+    import sys
+
+    spill = tmp_path / "spill"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_SENSOR, str(spill)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "accepted"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert list(spill.glob("journal-*.jsonl")), "the journal was not on disk"
+    got: list[str] = []
+    q = EventQueue(lambda evs: got.extend(e.id for e in evs), spill).start()
+    deadline = time.monotonic() + 15
+    while len(set(got)) < 300 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    q.stop()
+    assert set(got) == {f"e{i}" for i in range(300)}  # a journalled and spilled event may come twice
+    assert q.counts["journal_replayed_files"] >= 2
+    assert not list(spill.glob("journal-*")) and not list(spill.glob("spill-*"))
+
+
+def test_event_queue_deletes_journal_segments_once_stored(tmp_path):
+    got: list[str] = []
+    q = EventQueue(lambda evs: got.extend(e.id for e in evs), tmp_path / "spill", batch=7).start()
+    q.SEGMENT_EVENTS = 10
+    for i in range(0, 95, 5):
+        q.put([_event(j) for j in range(i, i + 5)])
+    assert q.flush()
+    assert len(list((tmp_path / "spill").glob("journal-*"))) <= 1  # only the open segment
+    q.stop()
+    assert got == [f"e{i}" for i in range(95)] and not list((tmp_path / "spill").glob("journal-*"))
+
+
 # -- the upstream client ------------------------------------------------------------------------------
 
 
