@@ -108,11 +108,18 @@ class EventQueue:
                 path.unlink(missing_ok=True)
 
     def _sync_journal(self) -> None:
+        """fsync the open segment without holding the lock (``put`` runs on the event loop and must not
+        wait on the disk): a duplicate descriptor stays valid if the segment is rotated meanwhile."""
         with self.lock:
-            if self._journal_fh is not None and self._journal_dirty:
-                os.fsync(self._journal_fh.fileno())
-                self._journal_dirty = False
             self._last_sync = time.monotonic()
+            if self._journal_fh is None or not self._journal_dirty:
+                return
+            fd = os.dup(self._journal_fh.fileno())
+            self._journal_dirty = False
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _spill(self, events: list[DetectionEvent]) -> None:
         with self.lock:
