@@ -28,7 +28,16 @@ import orjson
 from .accounts import AccountIdentifier
 from .asgi import Receive, Scope, Send, json_response, read_body
 from .core import Sensor, outputs_from
-from .tensors import InferRequest, InferResponse, TensorError, decode_request, decode_response, parse_json
+from .tensors import (
+    HEADER_LENGTH,
+    InferRequest,
+    InferResponse,
+    TensorError,
+    decode_request,
+    decode_response,
+    parse_json,
+    split_body,
+)
 from .upstream import Upstream, UpstreamError
 
 __all__ = ["SensorApp"]
@@ -156,16 +165,22 @@ class SensorApp:
         # identity: the sensor reads the answer, and passes the same bytes on
         return [(k, v) for k, v in scope["headers"] if k not in _HOP_BY_HOP] + [(b"accept-encoding", b"identity")]
 
-    async def _call_upstream(self, method: str, scope: Scope, body: bytes | None) -> tuple[int, bytes, bytes]:
+    async def _call_upstream(self, method: str, scope: Scope, body: bytes | None
+                             ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """(status, the answer's headers the client needs, body): its content type, and the binary
+        extension's JSON length when the answer carries binary tensors."""
         assert self.client is not None
         qs = scope.get("query_string") or b""
         target = scope["path"] + ("?" + qs.decode("latin-1") if qs else "")
         status, headers, answer = await self.client.request(method, target, self._forward_headers(scope), body)
-        return status, headers.get(b"content-type", b"application/json"), answer
+        passed = [(b"content-type", headers.get(b"content-type", b"application/json"))]
+        if _HEADER_LENGTH in headers:
+            passed.append((_HEADER_LENGTH, headers[_HEADER_LENGTH]))
+        return status, passed, answer
 
     async def _forward_simple(self, scope: Scope, send: Send) -> None:
-        status, ctype, body = await self._call_upstream(scope["method"], scope, None)
-        await _raw_response(send, status, ctype, body)
+        status, headers, body = await self._call_upstream(scope["method"], scope, None)
+        await _raw_response(send, status, headers, body)
 
     # -- infer -----------------------------------------------------------------------------------
     async def _infer(self, scope: Scope, receive: Receive, send: Send, model: str) -> None:
@@ -180,17 +195,18 @@ class SensorApp:
         body = await read_body(receive)
         mcfg = self.config.models[model]
         try:
-            req = decode_request(parse_json(body))
+            req = decode_request(*split_body(body, _header(scope, _HEADER_LENGTH)))
             X = req.input(mcfg.input).rows()
         except TensorError as exc:
             sensor.counts["bad_requests"] += 1
             await json_response(send, 400, {"error": str(exc)})
             return
-        status, ctype, answer = await self._call_upstream("POST", scope, body)
+        status, headers, answer = await self._call_upstream("POST", scope, body)
         resp = None
         if status == 200:
+            length = dict(headers).get(_HEADER_LENGTH)
             try:
-                resp = decode_response(parse_json(answer))
+                resp = decode_response(*split_body(answer, length.decode("latin-1") if length else None))
             except TensorError:
                 sensor.counts["undecoded_responses"] += 1
         if status == 200 and len(X):
@@ -199,7 +215,7 @@ class SensorApp:
             if not verdict.allowed:
                 await json_response(send, 403, {"error": f"refused by kizashi sensor: {verdict.reason}"})
                 return
-        await _raw_response(send, status, ctype, answer)
+        await _raw_response(send, status, headers, answer)
 
     # -- KServe inference logger --------------------------------------------------------------------
     async def _logger(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -222,7 +238,7 @@ class SensorApp:
         other = self.pending.pop(ce_id, None)
         if other is None or other[1] == kind:
             self.pending[ce_id] = (now, kind, {"headers": headers, "body": body})
-            await _raw_response(send, 202, b"application/json", b'{"status":"pending"}')
+            await _raw_response(send, 202, [(b"content-type", b"application/json")], b'{"status":"pending"}')
             return
         parts = {kind: {"headers": headers, "body": body}, other[1]: other[2]}
         try:
@@ -274,8 +290,18 @@ class SensorApp:
         return self.accounts.account_id(value)
 
 
-async def _raw_response(send: Send, status: int, ctype: bytes, body: bytes) -> None:
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k.lower() == name:
+            return v.decode("latin-1")
+    return None
+
+
+_HEADER_LENGTH = HEADER_LENGTH.encode()
+
+
+async def _raw_response(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]})
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 

@@ -1,5 +1,8 @@
 """Open Inference Protocol (KServe v2 REST) tensors: JSON ``{"name", "shape", "datatype", "data"}``
-to numpy and back.
+to numpy and back, and the binary tensor data extension (Triton's HTTP clients send inputs this way
+by default): the body is a JSON header of ``Inference-Header-Content-Length`` bytes followed by the
+raw tensors, in tensor order, each one ``parameters.binary_data_size`` bytes of little-endian
+row-major values in place of ``data``.
 
 The sensor decodes what clients send and what the model server answers. Clients are untrusted, so
 every check is explicit: the shape is a short list of non-negative integers, the element count is
@@ -16,8 +19,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-__all__ = ["DATATYPES", "InferRequest", "InferResponse", "Tensor", "TensorError", "decode_request",
-           "decode_response", "encode_tensor", "parse_json"]
+__all__ = ["DATATYPES", "HEADER_LENGTH", "InferRequest", "InferResponse", "Tensor", "TensorError", "decode_request",
+           "decode_response", "encode_tensor", "parse_json", "split_body"]
+
+#: the binary extension's HTTP header: length of the JSON part at the start of the body
+HEADER_LENGTH = "inference-header-content-length"
 
 #: protocol datatype -> numpy dtype (BYTES is not decoded: detectors here work on numeric tensors)
 DATATYPES: dict[str, np.dtype] = {
@@ -88,6 +94,40 @@ def parse_json(body: bytes) -> Any:
         raise TensorError(f"body is not valid JSON: {exc}") from None
 
 
+def split_body(body: bytes, header_length: str | None) -> tuple[Any, memoryview | None]:
+    """(parsed JSON header, binary tail) of a body; ``header_length`` is the value of the
+    ``Inference-Header-Content-Length`` header, None for a plain JSON body (no tail)."""
+    if header_length is None:
+        return parse_json(body), None
+    try:
+        n = int(header_length.strip())
+    except ValueError:
+        n = -1
+    if not 0 <= n <= len(body):
+        raise TensorError(f"Inference-Header-Content-Length {header_length[:40]!r} is not a length within the body")
+    return parse_json(body[:n]), memoryview(body)[n:]
+
+
+class _Tail:
+    """The binary part of a body, read tensor by tensor; all of it must be used."""
+
+    def __init__(self, data: memoryview):
+        self.data, self.pos = data, 0
+
+    def take(self, size: Any, where: str) -> memoryview:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise TensorError(f"{where}: parameters.binary_data_size must be a non-negative integer")
+        if self.pos + size > len(self.data):
+            raise TensorError(f"{where}: binary_data_size {size} runs past the end of the body")
+        chunk = self.data[self.pos:self.pos + size]
+        self.pos += size
+        return chunk
+
+    def done(self) -> None:
+        if self.pos != len(self.data):
+            raise TensorError(f"{len(self.data) - self.pos} bytes after the last binary tensor")
+
+
 def _text(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_NAME:
         raise TensorError(f"{what} must be a non-empty string of at most {MAX_NAME} characters")
@@ -156,7 +196,7 @@ def _values(flat: list[Any], datatype: str, where: str) -> np.ndarray:
     return arr.astype(dtype)
 
 
-def decode_tensor(obj: Any, where: str = "tensor") -> Tensor:
+def decode_tensor(obj: Any, where: str = "tensor", tail: _Tail | None = None) -> Tensor:
     if not isinstance(obj, dict):
         raise TensorError(f"{where} must be a JSON object")
     name = _text(obj.get("name"), f"{where}.name")
@@ -167,22 +207,48 @@ def decode_tensor(obj: Any, where: str = "tensor") -> Tensor:
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise TensorError(f"{where}: datatype must be one of {', '.join(DATATYPES)}")
     shape = _shape(obj.get("shape"), where)
-    if "data" not in obj:
-        raise TensorError(f"{where}: no data (binary tensor extensions are not supported)")
-    flat = _flatten(obj["data"], shape, where)
     n = 1
     for d in shape:
         n *= d
+    params = obj.get("parameters")
+    size = params.get("binary_data_size") if isinstance(params, dict) else None
+    if "data" not in obj and size is not None:
+        if tail is None:
+            raise TensorError(f"{where}: binary_data_size without Inference-Header-Content-Length")
+        return Tensor(name, datatype, shape, _binary_values(tail.take(size, where), n, datatype, where).reshape(shape))
+    if "data" not in obj:
+        raise TensorError(f"{where}: no data")
+    flat = _flatten(obj["data"], shape, where)
     if len(flat) != n:
         raise TensorError(f"{where}: data holds {len(flat)} values; shape {list(shape)} needs {n}")
     return Tensor(name, datatype, shape, _values(flat, datatype, where).reshape(shape))
 
 
-def _tensors(obj: dict, key: str) -> list[Tensor]:
+def _binary_values(chunk: memoryview, n: int, datatype: str, where: str) -> np.ndarray:
+    """Raw little-endian values, held to the same rules as JSON data (finite, booleans 0/1)."""
+    dtype = DATATYPES[datatype]
+    if len(chunk) != n * dtype.itemsize:
+        raise TensorError(f"{where}: {len(chunk)} bytes of binary data; shape needs {n * dtype.itemsize}")
+    if datatype == "BOOL":
+        raw = np.frombuffer(chunk, dtype=np.uint8)
+        if raw.size and raw.max() > 1:
+            raise TensorError(f"{where}: BOOL data must hold 0/1 bytes only")
+        return raw.astype(np.bool_)
+    arr = np.frombuffer(chunk, dtype=dtype.newbyteorder("<")).astype(dtype)
+    if dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+        raise TensorError(f"{where}: binary data holds NaN or infinity")
+    return arr
+
+
+def _tensors(obj: dict, key: str, binary: memoryview | bytes | None) -> list[Tensor]:
     items = obj.get(key)
     if not isinstance(items, list) or not items:
         raise TensorError(f"'{key}' must be a non-empty list of tensors")
-    return [decode_tensor(t, f"{key}[{i}]") for i, t in enumerate(items)]
+    tail = None if binary is None else _Tail(memoryview(binary))
+    tensors = [decode_tensor(t, f"{key}[{i}]", tail) for i, t in enumerate(items)]
+    if tail is not None:
+        tail.done()
+    return tensors
 
 
 def _optional_id(obj: dict) -> str | None:
@@ -190,23 +256,26 @@ def _optional_id(obj: dict) -> str | None:
     return rid if isinstance(rid, str) and len(rid) <= MAX_NAME else None
 
 
-def decode_request(obj: Any) -> InferRequest:
-    """A parsed infer request body -> :class:`InferRequest` (raises :class:`TensorError`)."""
+def decode_request(obj: Any, binary: memoryview | bytes | None = None) -> InferRequest:
+    """A parsed infer request body (and its binary tail, when the body had one) ->
+    :class:`InferRequest`; raises :class:`TensorError`."""
     if not isinstance(obj, dict):
         raise TensorError("request body must be a JSON object")
     outputs = obj.get("outputs", [])
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
         raise TensorError("'outputs' must be a list of objects")
     names = [_text(o.get("name"), f"outputs[{i}].name") for i, o in enumerate(outputs)]
-    return InferRequest(_tensors(obj, "inputs"), names, _optional_id(obj))
+    return InferRequest(_tensors(obj, "inputs", binary), names, _optional_id(obj))
 
 
-def decode_response(obj: Any) -> InferResponse:
-    """A parsed infer response body -> :class:`InferResponse` (raises :class:`TensorError`)."""
+def decode_response(obj: Any, binary: memoryview | bytes | None = None) -> InferResponse:
+    """A parsed infer response body (and its binary tail, when the body had one) ->
+    :class:`InferResponse`; raises :class:`TensorError`."""
     if not isinstance(obj, dict):
         raise TensorError("response body must be a JSON object")
     name = obj.get("model_name")
-    return InferResponse(_tensors(obj, "outputs"), name if isinstance(name, str) else None, _optional_id(obj))
+    return InferResponse(_tensors(obj, "outputs", binary), name if isinstance(name, str) else None,
+                         _optional_id(obj))
 
 
 def encode_tensor(name: str, array: Any, datatype: str | None = None) -> dict[str, Any]:

@@ -306,3 +306,32 @@ def test_account_state_survives_kill_9(world):
     accounts = {e.subject.account for e in knn}
     assert account_id("persistent") in accounts  # 15 remembered + 8 new > k
     assert account_id("fresh") not in accounts  # 8 alone < k
+
+
+def test_triton_client_with_binary_tensors_through_the_sensor(world):
+    """Triton's HTTP client (binary inputs, binary outputs requested) through the sensor to a model
+    server that answers binary: the client reads the model's probabilities, and the sensor decoded
+    both directions (no bad request, no undecoded answer) and ran its detectors on them."""
+    import tritonclient.http as triton
+    from helpers_binary_upstream import BinaryUpstream
+
+    with BinaryUpstream(world.mlserver.url) as upstream:
+        sensor, _ = start_sensor(world, "binary", upstream=upstream.url)
+        try:
+            X = world.X_te[:6].astype(np.float32)
+            want = world.model.predict_proba(X)
+            for url in (upstream.url, sensor.url):
+                client = triton.InferenceServerClient(url=url.removeprefix("http://"))
+                x = triton.InferInput("x", list(X.shape), "FP32")
+                x.set_data_from_numpy(X, binary_data=True)
+                out = triton.InferRequestedOutput("predict_proba", binary_data=True)
+                result = client.infer(MODEL, [x], outputs=[out], headers={"X-Api-Key": "triton-client"})
+                np.testing.assert_allclose(result.as_numpy("predict_proba"), want, rtol=1e-6, atol=1e-7)
+                client.close()
+            st = sensor.settle()
+            assert upstream.binary_requests == 2
+            assert st["counts"]["infer"] == 1 and st["counts"]["bad_requests"] == 0
+            assert st["counts"]["undecoded_responses"] == 0 and st["counts"]["detector_errors"] == 0
+            assert st["counts"]["rows"] == len(X)  # the detectors saw every row of the binary input
+        finally:
+            sensor.stop()

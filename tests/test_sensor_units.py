@@ -29,6 +29,7 @@ from kizashi.sensor.tensors import (
     decode_response,
     encode_tensor,
     parse_json,
+    split_body,
 )
 
 # -- tensor decoder ---------------------------------------------------------------------------------
@@ -105,6 +106,22 @@ def test_tensor_decoder_fuzz_raw_bytes_decoded_or_400(raw):
     _decode_or_400(raw)
 
 
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(list(DATATYPES)), st.lists(st.integers(0, 6), max_size=3),
+       st.one_of(st.integers(-3, 300), st.just(True), st.text(max_size=3)), st.binary(max_size=300),
+       st.one_of(st.none(), st.integers(-5, 400).map(str), st.text(max_size=5)))
+def test_binary_extension_fuzz_decoded_or_400_never_a_crash(datatype, shape, size, tail, header_length):
+    head = json.dumps({"inputs": [{"name": "x", "datatype": datatype, "shape": shape,
+                                   "parameters": {"binary_data_size": size}}]}).encode()
+    body = head + tail
+    length = str(len(head)) if header_length is None else header_length
+    try:
+        req = decode_request(*split_body(body, length))
+    except TensorError:
+        return
+    assert req.inputs[0].array.shape == tuple(shape) and req.inputs[0].array.dtype == DATATYPES[datatype]
+
+
 def test_tensor_decoder_hostile_cases_answered_with_reasons():
     deep = b"[" * 100_000 + b"]" * 100_000
     cases = {
@@ -123,6 +140,52 @@ def test_tensor_decoder_hostile_cases_answered_with_reasons():
     for body, reason in cases.items():
         with pytest.raises(TensorError, match=reason):
             decode_request(parse_json(body))
+
+
+def test_binary_tensor_extension_from_tritons_own_client_decodes_exactly():
+    """Triton's HTTP client sends inputs as binary tensors by default: the body its encoder writes
+    (JSON header, then raw little-endian tensors) decodes to the arrays it was given."""
+    import tritonclient.http as triton
+
+    x = np.random.default_rng(0).random((3, 64), dtype=np.float32)
+    ids = np.array([[7], [8], [9]], dtype=np.int64)
+    inputs = [triton.InferInput("x", list(x.shape), "FP32"), triton.InferInput("ids", list(ids.shape), "INT64")]
+    inputs[0].set_data_from_numpy(x, binary_data=True)
+    inputs[1].set_data_from_numpy(ids, binary_data=False)  # one JSON, one binary: both in one body
+    body, header_length = triton.InferenceServerClient.generate_request_body(
+        inputs, outputs=[triton.InferRequestedOutput("predict_proba", binary_data=True)], request_id="r1")
+    assert header_length is not None and header_length < len(body)
+    req = decode_request(*split_body(body, str(header_length)))
+    assert req.id == "r1" and req.outputs == ["predict_proba"]
+    np.testing.assert_array_equal(req.input("x").array, x)
+    np.testing.assert_array_equal(req.input("ids").array, ids)
+    head = body[:header_length]
+    for tail, message in [(body[header_length:-4], "runs past the end"),  # truncated
+                          (body[header_length:] + b"\0\0", "bytes after the last binary tensor"),
+                          (np.full(x.size, np.nan, np.float32).tobytes(), "NaN or infinity")]:
+        with pytest.raises(TensorError, match=message):
+            decode_request(*split_body(head + tail, str(header_length)))
+    for bad in ("-1", "x", str(len(body) + 1)):
+        with pytest.raises(TensorError, match="Inference-Header-Content-Length"):
+            split_body(body, bad)
+    with pytest.raises(TensorError, match="without Inference-Header-Content-Length"):
+        decode_request(parse_json(head))
+
+
+def test_binary_response_decodes_as_tritons_client_reads_it():
+    """A binary answer (as Triton sends when outputs ask for binary_data): what the sensor decodes is
+    what Triton's client library reads from the same bytes."""
+    import tritonclient.http as triton
+
+    p = np.random.default_rng(1).dirichlet(np.ones(10), size=4).astype(np.float32)
+    head = json.dumps({"model_name": "digits", "outputs": [
+        {"name": "predict_proba", "datatype": "FP32", "shape": list(p.shape),
+         "parameters": {"binary_data_size": p.nbytes}}]}).encode()
+    body = head + p.tobytes()
+    ours = decode_response(*split_body(body, str(len(head)))).output("predict_proba").array
+    theirs = triton.InferResult.from_response_body(body, header_length=len(head)).as_numpy("predict_proba")
+    np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_array_equal(ours, p)
 
 
 def test_tensor_round_trip_nested_and_flat_agree():
