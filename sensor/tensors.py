@@ -25,7 +25,8 @@ __all__ = ["DATATYPES", "HEADER_LENGTH", "InferRequest", "InferResponse", "Tenso
 #: the binary extension's HTTP header: length of the JSON part at the start of the body
 HEADER_LENGTH = "inference-header-content-length"
 
-#: protocol datatype -> numpy dtype (BYTES is not decoded: detectors here work on numeric tensors)
+#: protocol datatype -> numpy dtype of the numeric tensors detectors read (BYTES tensors are decoded to
+#: arrays of ``bytes`` objects, so a request or answer that carries one alongside is still read)
 DATATYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16), "UINT32": np.dtype(np.uint32),
@@ -37,6 +38,8 @@ DATATYPES: dict[str, np.dtype] = {
 MAX_DIMS = 8
 MAX_ELEMENTS = 1 << 22
 MAX_NAME = 256
+MAX_BYTES_TOTAL = 1 << 26  # bytes held by one BYTES tensor
+MAX_BYTES_ELEMENTS = 1 << 16  # elements of one BYTES tensor (each is a Python object)
 
 
 class TensorError(ValueError):
@@ -52,6 +55,9 @@ class Tensor:
 
     def rows(self) -> np.ndarray:
         """One float64 row per item of the batch (first dimension); a scalar tensor is one row."""
+        if self.datatype == "BYTES":
+            raise TensorError(f"tensor {self.name!r} is BYTES: the sensor's detectors read numeric tensors "
+                              f"(name a numeric input or output in the sensor's config)")
         a = self.array.astype(np.float64, copy=False)
         if a.ndim == 0:
             return a.reshape(1, 1)
@@ -80,8 +86,9 @@ class InferResponse:
     id: str | None = None
 
     def output(self, name: str | None) -> Tensor | None:
+        """The output called ``name``; None: the first numeric one."""
         for t in self.outputs:
-            if name is None or t.name == name:
+            if t.name == name or (name is None and t.datatype != "BYTES"):
                 return t
         return None
 
@@ -202,26 +209,63 @@ def decode_tensor(obj: Any, where: str = "tensor", tail: _Tail | None = None) ->
     name = _text(obj.get("name"), f"{where}.name")
     where = f"{where} {name!r}"
     datatype = obj.get("datatype")
-    if datatype == "BYTES":
-        raise TensorError(f"{where}: datatype BYTES is not supported by the sensor")
-    if not isinstance(datatype, str) or datatype not in DATATYPES:
-        raise TensorError(f"{where}: datatype must be one of {', '.join(DATATYPES)}")
+    if not isinstance(datatype, str) or (datatype not in DATATYPES and datatype != "BYTES"):
+        raise TensorError(f"{where}: datatype must be one of {', '.join(DATATYPES)}, BYTES")
     shape = _shape(obj.get("shape"), where)
     n = 1
     for d in shape:
         n *= d
+    if datatype == "BYTES" and n > MAX_BYTES_ELEMENTS:
+        raise TensorError(f"{where}: a BYTES tensor of more than {MAX_BYTES_ELEMENTS} elements")
     params = obj.get("parameters")
     size = params.get("binary_data_size") if isinstance(params, dict) else None
     if "data" not in obj and size is not None:
         if tail is None:
             raise TensorError(f"{where}: binary_data_size without Inference-Header-Content-Length")
-        return Tensor(name, datatype, shape, _binary_values(tail.take(size, where), n, datatype, where).reshape(shape))
+        chunk = tail.take(size, where)
+        values = _binary_bytes(chunk, n, where) if datatype == "BYTES" else _binary_values(chunk, n, datatype, where)
+        return Tensor(name, datatype, shape, values.reshape(shape))
     if "data" not in obj:
         raise TensorError(f"{where}: no data")
     flat = _flatten(obj["data"], shape, where)
     if len(flat) != n:
         raise TensorError(f"{where}: data holds {len(flat)} values; shape {list(shape)} needs {n}")
-    return Tensor(name, datatype, shape, _values(flat, datatype, where).reshape(shape))
+    values = _text_bytes(flat, where) if datatype == "BYTES" else _values(flat, datatype, where)
+    return Tensor(name, datatype, shape, values.reshape(shape))
+
+
+def _bytes_array(items: list[bytes]) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+def _text_bytes(flat: list[Any], where: str) -> np.ndarray:
+    """JSON BYTES elements: strings (kept as their UTF-8 bytes)."""
+    if not all(isinstance(v, str) for v in flat):
+        raise TensorError(f"{where}: BYTES data must hold strings only")
+    items = [v.encode("utf-8", errors="surrogatepass") for v in flat]
+    if sum(map(len, items)) > MAX_BYTES_TOTAL:
+        raise TensorError(f"{where}: BYTES data holds more than {MAX_BYTES_TOTAL} bytes")
+    return _bytes_array(items)
+
+
+def _binary_bytes(chunk: memoryview, n: int, where: str) -> np.ndarray:
+    """Binary BYTES elements: each a 4-byte little-endian length, then that many bytes."""
+    items: list[bytes] = []
+    pos = 0
+    for _ in range(n):
+        if pos + 4 > len(chunk):
+            raise TensorError(f"{where}: BYTES binary data ends inside an element's length")
+        size = int.from_bytes(chunk[pos:pos + 4], "little")
+        pos += 4
+        if pos + size > len(chunk):
+            raise TensorError(f"{where}: a BYTES element runs past its binary_data_size")
+        items.append(bytes(chunk[pos:pos + size]))
+        pos += size
+    if pos != len(chunk):
+        raise TensorError(f"{where}: {len(chunk) - pos} bytes after the last BYTES element")
+    return _bytes_array(items)
 
 
 def _binary_values(chunk: memoryview, n: int, datatype: str, where: str) -> np.ndarray:

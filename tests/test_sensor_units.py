@@ -88,7 +88,12 @@ def _decode_or_400(body: bytes) -> None:
     except TensorError as exc:
         assert str(exc)  # a message for {"error": ...}
         return
-    for t in req.inputs:  # decoded: typed, shaped, finite
+    for t in req.inputs:  # decoded: typed, shaped, finite; BYTES as bytes objects, never read as numbers
+        if t.datatype == "BYTES":
+            assert t.array.shape == t.shape and all(isinstance(b, bytes) for b in t.array.reshape(-1))
+            with pytest.raises(TensorError, match="BYTES"):
+                t.rows()
+            continue
         assert t.array.shape == t.shape and t.array.dtype == DATATYPES[t.datatype]
         assert np.all(np.isfinite(t.rows()))
 
@@ -132,7 +137,7 @@ def test_tensor_decoder_hostile_cases_answered_with_reasons():
         orjson.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [True]}]}): "numbers only",
         orjson.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP16", "data": [1e6]}]}): "range of FP16",
         orjson.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "INT8", "data": [1.5]}]}): "integers only",
-        orjson.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}): "BYTES",
+        orjson.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": [1]}]}): "strings only",
         orjson.dumps({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP64", "data": [[1, 2], [3]]}]}): "shape",
         orjson.dumps({"inputs": [{"name": "x", "shape": [True], "datatype": "FP64", "data": [1]}]}): "non-negative",
         orjson.dumps({"inputs": []}): "non-empty list",
@@ -170,6 +175,44 @@ def test_binary_tensor_extension_from_tritons_own_client_decodes_exactly():
             split_body(body, bad)
     with pytest.raises(TensorError, match="without Inference-Header-Content-Length"):
         decode_request(parse_json(head))
+
+
+def test_bytes_tensors_beside_the_numeric_input_are_read_not_refused():
+    """A model with a BYTES side input (request metadata, an encoded original) and a BYTES output
+    (class names): JSON or binary, the request decodes, the numeric input is what detectors read, the
+    BYTES tensors are bytes, and a BYTES tensor asked for as detector input is a clear 400 reason."""
+    import tritonclient.http as triton
+
+    x = np.random.default_rng(2).random((2, 64), dtype=np.float32)
+    meta = np.array([b"origin=app", "café".encode()], dtype=object).reshape(2, 1)
+    inputs = [triton.InferInput("meta", [2, 1], "BYTES"), triton.InferInput("x", [2, 64], "FP32")]
+    for binary in (False, True):
+        inputs[0].set_data_from_numpy(meta, binary_data=binary)
+        inputs[1].set_data_from_numpy(x, binary_data=binary)
+        body, header_length = triton.InferenceServerClient.generate_request_body(inputs)
+        req = decode_request(*split_body(body, None if header_length is None else str(header_length)))
+        np.testing.assert_array_equal(req.input("x").rows(), x.astype(np.float64))
+        assert req.input("meta").array.reshape(-1).tolist() == [b"origin=app", "café".encode()]
+        with pytest.raises(TensorError, match="is BYTES: the sensor's detectors read numeric tensors"):
+            req.input("meta").rows()
+    p = np.full((2, 3), 1 / 3, dtype=np.float32)
+    names = np.array([b"seven", b"one"], dtype=object)
+    raw_names = b"".join(len(b).to_bytes(4, "little") + b for b in names)
+    head = json.dumps({"outputs": [
+        {"name": "label", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(raw_names)}},
+        {"name": "predict_proba", "datatype": "FP32", "shape": [2, 3], "parameters": {"binary_data_size": p.nbytes}},
+    ]}).encode()
+    body = head + raw_names + p.tobytes()
+    resp = decode_response(*split_body(body, str(len(head))))
+    theirs = triton.InferResult.from_response_body(body, header_length=len(head))
+    assert resp.output("label").array.tolist() == theirs.as_numpy("label").tolist() == [b"seven", b"one"]
+    np.testing.assert_array_equal(resp.output(None).array, p)  # the first numeric output
+    for bad, reason in [(raw_names[:-1], "runs past"), (raw_names[:3], "inside an element's length"),
+                        (raw_names + b"\0", "after the last BYTES element")]:
+        head = json.dumps({"outputs": [{"name": "label", "datatype": "BYTES", "shape": [2],
+                                        "parameters": {"binary_data_size": len(bad)}}]}).encode()
+        with pytest.raises(TensorError, match=reason):
+            decode_response(*split_body(head + bad, str(len(head))))
 
 
 def test_binary_response_decodes_as_tritons_client_reads_it():
