@@ -38,6 +38,9 @@ def run(
     checkpoint_interval: Annotated[float, typer.Option(help="seconds between checkpoints")] = 2.0,
     restore: Annotated[Path | None, typer.Option(help="resume from this checkpoint (a chk-N folder)")] = None,
     max_rate: Annotated[float | None, typer.Option(help="replay the events at most this many per second")] = None,
+    bundle_size: Annotated[int | None, typer.Option(
+        help="records per Python bundle; 1 puts every timer registration in the next checkpoint, at a "
+             "tenth of the throughput (docs/scale.md)")] = None,
     queries: Annotated[Path | None, typer.Option(help="raw query records (JSON lines) for --detector")] = None,
     detector: Annotated[Path | None, typer.Option(help="a fitted query-stream detector: the folder `kizashi detectors fit` wrote")] = None,
 ) -> None:
@@ -46,6 +49,8 @@ def run(
         fail(f"--mode must be stream for the Flink job, not {mode!r} (batch: kizashi rules eval --mode batch)")
     if parallelism < 1:
         fail("--parallelism must be >= 1")
+    if bundle_size is not None and bundle_size < 1:
+        fail("--bundle-size must be >= 1")
     if (queries is None) != (detector is None):
         fail("--queries and --detector go together")
     from kizashi.engine.sigma import RuleLoadError, RuleSet
@@ -77,6 +82,8 @@ def run(
             args += ["--restore", str(restore)]
         if max_rate:
             args += ["--max-rate", str(max_rate)]
+        if bundle_size:
+            args += ["--bundle-size", str(bundle_size)]
         if queries:
             args += ["--queries", str(queries), "--detector", str(detector)]
         try:

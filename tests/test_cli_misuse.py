@@ -74,6 +74,8 @@ CASES = [
     ("unknown-option", lambda t: ["ingest", "--bogus"], "--bogus"),
     ("flink-missing-events", lambda t: ["flink", "run", "--events", str(t / "missing.jsonl")], "missing.jsonl"),
     ("flink-bad-mode", lambda t: ["flink", "run", "--events", str(t / "e.jsonl"), "--mode", "batch"], "--mode"),
+    ("flink-bad-bundle", lambda t: ["flink", "run", "--events", str(t / "e.jsonl"), "--bundle-size", "0"],
+     "--bundle-size"),
 ]
 
 
