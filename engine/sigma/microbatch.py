@@ -71,15 +71,16 @@ def factorise(values: list[Any]) -> tuple[np.ndarray, list[Any]]:
     same type (lists become tuples, which the value tests read as lists)."""
     index: dict[Any, int] = {}
     uniques: list[Any] = []
-    codes = np.empty(len(values), dtype=np.int64)
-    for i, v in enumerate(values):
-        key = v if type(v) is str else _key(v)
+    codes: list[int] = []
+    for v in values:
+        t = type(v)
+        key = v if t is str else (t, v) if t is float or t is int or v is None else _key(v)
         code = index.get(key)
         if code is None:
             code = index[key] = len(uniques)
-            uniques.append(tuple(v) if isinstance(v, list) else v)
-        codes[i] = code
-    return codes, uniques
+            uniques.append(tuple(v) if t is list else v)
+        codes.append(code)
+    return np.fromiter(codes, dtype=np.int64, count=len(codes)), uniques
 
 
 def _key(value: Any) -> Any:
