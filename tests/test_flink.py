@@ -132,11 +132,16 @@ def test_a_timer_lost_in_a_checkpoint_is_recovered_by_the_next_one(pyflink):
 
 def test_killed_job_resumes_from_checkpoint_without_losing_or_doubling(pyflink, corpus, reference, tmp_path):
     """Kill -9 the whole job (driver, JVM, Python workers) after a checkpoint with committed output,
-    resume from that checkpoint: the union of committed results is exactly the engine's."""
+    resume from that checkpoint: the union of committed results is exactly the engine's.
+
+    The killed run uses ``--bundle-size 1``, the configuration in which PyFlink 2.3 loses no timer
+    registration to a checkpoint (docs/scale.md): exactly once is what it guarantees, so exactly once
+    is asserted. With the default bundle, the recovery of lost timers is tested by hand above."""
     out, chk = tmp_path / "out", tmp_path / "chk"
     args = ["--rules", str(corpus["rules"]), "--events", str(corpus["events"]), "--out", str(out),
             "--parallelism", "2", "--checkpoint-dir", str(chk), "--checkpoint-interval", "1"]
-    first = subprocess.Popen(job_command([*args, "--max-rate", "25"], pyflink), env=job_environment(pyflink),
+    first = subprocess.Popen(job_command([*args, "--max-rate", "25", "--bundle-size", "1"], pyflink),
+                             env=job_environment(pyflink),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
