@@ -427,16 +427,6 @@ class Store:
         with self.engine.connect() as conn:
             return set(conn.execute(select(alerts_table.c.id)).scalars())
 
-    def open_alert(self, rule_id: str, group: dict[str, Any], *, since: datetime) -> Alert | None:
-        """The latest alert of ``rule_id`` and ``group`` last seen at or after ``since`` (suppression)."""
-        q = (select(alerts_table.c.body)
-             .where(alerts_table.c.rule_id == rule_id, alerts_table.c.group_key == group_key(group),
-                    alerts_table.c.last_seen >= _utc(since))
-             .order_by(alerts_table.c.last_seen.desc()).limit(1))
-        with self.engine.connect() as conn:
-            body = conn.execute(q).scalar()
-        return Alert.parse(body) if body else None
-
     def stored_alert_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of ``ids`` are stored alerts (one query per 500 ids)."""
         ids = list(dict.fromkeys(ids))
@@ -448,8 +438,8 @@ class Store:
         return found
 
     def open_alerts(self, keys: Iterable[tuple[str, str]], *, since: datetime) -> dict[tuple[str, str], Alert]:
-        """:meth:`open_alert` for many (rule id, group key) pairs at once: each pair's latest alert last
-        seen at or after ``since``."""
+        """For each (rule id, group key) pair, its latest alert last seen at or after ``since`` (the open
+        incident a suppressed result updates), in one query."""
         wanted = set(keys)
         if not wanted:
             return {}
