@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from ipaddress import ip_address
+from operator import attrgetter
 from typing import Annotated, Any, Literal
 
 from kizashi.mappings import load_atlas
@@ -518,20 +519,18 @@ def flatten_event(event: DetectionEvent | Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: EVENT_FIELD_MAP as attribute getters on a validated event (C-level dotted lookups)
+_EVENT_GETTERS = [(flat_key, attrgetter(".".join(path))) for flat_key, path in EVENT_FIELD_MAP.items()]
+
+
 def _flatten_model(e: DetectionEvent) -> dict[str, Any]:
     """:func:`flatten_event` of a validated event, read off its attributes (no JSON dump first; the
     ingest hot path flattens every event). Same keys, order and values."""
-    det, atlas, sub, tgt, data = e.detector, e.atlas, e.subject, e.target, e.data_used
-    out: dict[str, Any] = {
-        "schema_version": e.schema_version, "id": e.id, "time": e.time.isoformat().replace("+00:00", "Z"),
-        "detector.id": det.id, "detector.name": det.name, "detector.version": det.version,
-        "detector.method": det.method, "stage": e.stage, "attack": e.attack,
-        "atlas.tactic": list(atlas.tactics), "atlas.technique": list(atlas.techniques),
-        "account.id": sub.account, "source.ip": sub.source_ip, "session.id": sub.session,
-        "model.id": tgt.model, "model.version": tgt.model_version, "model.endpoint": tgt.endpoint,
-        "data.training_data": data.training_data, "data.model": data.model, "data.input": data.input,
-        "data.output": data.output, "score": e.score, "threshold": e.threshold, "severity": e.severity,
-    }
+    out: dict[str, Any] = {}
+    for flat_key, get in _EVENT_GETTERS:
+        value = get(e)
+        out[flat_key] = list(value) if type(value) is list else value
+    out["time"] = e.time.isoformat().replace("+00:00", "Z")
     if e.evidence:
         _flatten_evidence("evidence", json.loads(json.dumps(e.evidence, default=str)), out)
     return out
