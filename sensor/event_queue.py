@@ -70,9 +70,10 @@ class EventQueue:
     def _journal(self, events: list[DetectionEvent]) -> Path:
         """Append ``events`` to the current segment, written through to the OS; returns the segment."""
         lines = "".join(e.to_json() + "\n" for e in events)
+        closed = None
         with self.lock:
             if self._journal_fh is None or self._journal_events >= self.SEGMENT_EVENTS:
-                self._rotate_journal()
+                closed = self._rotate_journal()
                 self._journal_path = self.spill_dir / f"journal-{time.time_ns()}.jsonl"
                 self._journal_fh = open(self._journal_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in _rotate
                 self._journal_events = 0
@@ -82,19 +83,26 @@ class EventQueue:
             self._journal_events += len(events)
             self._journal_dirty = True
             self._outstanding[self._journal_path] = self._outstanding.get(self._journal_path, 0) + len(events)
-            return self._journal_path
+            segment = self._journal_path
+        _fsync_and_close(closed)  # the closed segment reaches the disk without holding up other puts
+        return segment
 
-    def _rotate_journal(self) -> None:
-        """Close the current segment (under ``self.lock``); delete it if nothing in it is pending."""
+    def _rotate_journal(self) -> int | None:
+        """Close the current segment (under ``self.lock``); delete it if nothing in it is pending.
+        Returns a duplicate descriptor of a kept segment, for :func:`_fsync_and_close` once the lock
+        is released."""
         if self._journal_fh is None:
-            return
+            return None
         self._journal_fh.flush()
-        os.fsync(self._journal_fh.fileno())
+        fd = os.dup(self._journal_fh.fileno())
         self._journal_fh.close()
         path, self._journal_fh, self._journal_path = self._journal_path, None, None
         if path is not None and self._outstanding.get(path, 0) <= 0:
             self._outstanding.pop(path, None)
             path.unlink(missing_ok=True)
+            os.close(fd)
+            return None
+        return fd
 
     def _settled(self, by_segment: dict[Path, int]) -> None:
         """These events are stored or spilled: a closed segment with none pending left is deleted."""
@@ -116,10 +124,7 @@ class EventQueue:
                 return
             fd = os.dup(self._journal_fh.fileno())
             self._journal_dirty = False
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_and_close(fd)
 
     def _spill(self, events: list[DetectionEvent]) -> None:
         with self.lock:
@@ -222,7 +227,8 @@ class EventQueue:
             pass
         self._seal_spill()
         with self.lock:
-            self._rotate_journal()
+            closed = self._rotate_journal()
+        _fsync_and_close(closed)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until the in-memory queue is empty (tests, shutdown)."""
@@ -245,3 +251,13 @@ class EventQueue:
         return {**self.counts, "in_memory": self.q.qsize(), "capacity": self.q.maxsize,
                 "spill_files": len(list(self.spill_dir.glob("spill-*"))),
                 "journal_files": len(list(self.spill_dir.glob("journal-*")))}
+
+
+def _fsync_and_close(fd: int | None) -> None:
+    """fsync a duplicate descriptor taken under the queue's lock, outside it, then close it."""
+    if fd is None:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
