@@ -80,7 +80,7 @@ def _display(value: Any) -> Any:
     return value
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Entry:
     """One item in a correlation window: a base event, or an earlier correlation's result."""
 
@@ -88,15 +88,24 @@ class Entry:
     seq: str  # order among simultaneous entries: the event id (the last one for a correlation result)
     chain: list[tuple[float, str]]  # underlying events (time, id), time-ordered
     slots: frozenset[int]
-    value: Any = None
-    norm: Any = None  # value as compared (case-folded); computed once
+    value: Any
+    norm: Any  # value as compared (case-folded); computed once
 
-    def __post_init__(self) -> None:
-        if self.norm is None and not is_missing(self.value):
-            self.norm = group_key(self.value)
+    def __init__(self, ts: float, seq: str, chain: list[tuple[float, str]], slots: frozenset[int],
+                 value: Any = None, norm: Any = None):
+        self.ts, self.seq, self.chain, self.slots, self.value = ts, seq, chain, slots, value
+        self.norm = group_key(value) if norm is None and value is not None and not is_missing(value) else norm
 
 
 _entry_ts = attrgetter("ts")  # an Entry's time (the windows' sort key), in C
+_entry_order = attrgetter("ts", "seq")  # an Entry's place among simultaneous entries
+
+
+def _distinct_sorted(items: list) -> list:
+    """``sorted(set(items))`` for a list already sorted but for ties in time (simultaneous entries are
+    ordered by event id, so equal items are adjacent only after sorting ties)."""
+    out = sorted(items)
+    return [c for i, c in enumerate(out) if i == 0 or c != out[i - 1]]
 
 
 @dataclass(slots=True)
@@ -165,6 +174,8 @@ class CompiledCorrelation:
         self._sweep_keys: list[tuple] = []
         self._sweep_pos = 0
         self.pending: list[tuple[tuple, Entry, dict[str, Any]]] = []
+        self._specs_for: dict[tuple[str, ...], list] = {}
+        self._slot_sets = [frozenset((slot,)) for slot in range(len(self.ref_keys))]
 
     def _resolve(self, name: str, keys: set[str]) -> str:
         mapping = self.aliases.get(name)
@@ -185,10 +196,24 @@ class CompiledCorrelation:
     # -- feeding ---------------------------------------------------------------------------
     def push(self, ts: float, seq: str, chain: list, matched_keys: Iterable[str], values: Mapping[str, Any]) -> None:
         """Queue one matched item (base event or inner result) at ``ts``; ``values`` holds its fields."""
+        matched_keys = tuple(matched_keys)
+        specs = self._specs_for.get(matched_keys)
+        if specs is None:  # the slots these rules fill, worked out once per combination of rules
+            specs = self._specs_for[matched_keys] = [s for s in self._slot_specs if s[1] in matched_keys]
+        if len(specs) == 1 and len(self.group_by) == 1:  # the common case: one slot, one group-by field
+            slot, _ref_key, (gfield,), vfield = specs[0]
+            v = values.get(gfield)
+            if v is None or (type(v) is float and v != v):
+                return
+            if type(v) is str:
+                key, display = (v.lower(),), {self.group_by[0]: v}
+            else:
+                key, display = (group_key(v),), {self.group_by[0]: _display(v)}
+            value = values.get(vfield) if vfield else None
+            self.pending.append((key, Entry(ts, seq, chain, self._slot_sets[slot], value), display))
+            return
         by_group: dict[tuple, tuple[set[int], dict[str, Any], Any]] = {}
-        for slot, ref_key, fields, vfield in self._slot_specs:
-            if ref_key not in matched_keys:
-                continue
+        for slot, _ref_key, fields, vfield in specs:
             raw = [values.get(f) for f in fields]
             key = []
             for v in raw:
@@ -209,34 +234,41 @@ class CompiledCorrelation:
     def advance(self, ts: float) -> list[Firing]:
         """All entries at ``ts`` are in: insert them, evaluate each touched group's window at ``ts``."""
         touched: dict[tuple, None] = {}
+        windows = self.windows
         for key, entry, display in self.pending:
-            window = self.windows.get(key)
+            window = windows.get(key)
             if window is None:
-                window = self.windows[key] = GroupWindow()
+                window = windows[key] = GroupWindow()
             entries = window.entries
-            if not entries or (entries[-1].ts, entries[-1].seq) <= (entry.ts, entry.seq):
+            if entries:
+                last = entries[-1]
+                if last.ts < entry.ts or (last.ts == entry.ts and last.seq <= entry.seq):
+                    entries.append(entry)
+                else:  # a late item: keep the window sorted
+                    bisect.insort(entries, entry, key=_entry_order)
+            else:
                 entries.append(entry)
-            else:  # a late item: keep the window sorted
-                bisect.insort(entries, entry, key=lambda e: (e.ts, e.seq))
             window.display = display
             touched[key] = None
         self.pending.clear()
         firings: list[Firing] = []
         horizon = ts - self.span
         for key in touched:
-            firing = self._evaluate(key, ts)
+            window = windows[key]
+            entries = window.entries
+            if entries[0].ts < horizon:  # drop what no window at or after ts can hold
+                del entries[:bisect.bisect_left(entries, horizon, key=_entry_ts)]
+            firing = self._evaluate(window, ts)
             if firing is not None:
                 firings.append(firing)
-            entries = self.windows[key].entries
-            if entries[0].ts < horizon:  # drop what no later window can hold
-                del entries[:bisect.bisect_left(entries, horizon, key=_entry_ts)]
         return firings
 
-    def _evaluate(self, key: tuple, ts: float) -> Firing | None:
-        window = self.windows[key]
+    def _evaluate(self, window: GroupWindow, ts: float) -> Firing | None:
         entries = window.entries
-        lo = bisect.bisect_left(entries, ts - self.span, key=_entry_ts)
-        hi = bisect.bisect_right(entries, ts, key=_entry_ts)
+        if not entries:
+            return None
+        lo = 0 if entries[0].ts >= ts - self.span else bisect.bisect_left(entries, ts - self.span, key=_entry_ts)
+        hi = len(entries) if entries[-1].ts <= ts else bisect.bisect_right(entries, ts, key=_entry_ts)
         if hi <= lo:
             return None
         if self.dedup and window.last_fired is not None and ts - self.span <= window.last_fired:
@@ -247,7 +279,10 @@ class CompiledCorrelation:
             return None
         window.last_fired = ts
         in_window = entries[lo:hi]
-        chain = sorted({c for e in in_window for c in e.chain})
+        if len(in_window[0].chain) == 1 and all(len(e.chain) == 1 for e in in_window):  # base events: sorted, distinct
+            chain = _distinct_sorted([e.chain[0] for e in in_window])
+        else:
+            chain = sorted({c for e in in_window for c in e.chain})
         return Firing(self, dict(window.display), ts, chain, float(metric), in_window[0].ts)
 
     def metric(self, entries: list[Entry]) -> float | None:
@@ -399,7 +434,7 @@ class Correlator:
     time, then event id (so the arrival order of simultaneous events does not matter), then arrival.
     """
 
-    SWEEP_BUDGET = 2  # groups swept per correlation and released timestamp, on average ...
+    SWEEP_BUDGET = 1  # groups swept per correlation and released timestamp, on average ...
     SWEEP_EVERY = 64  # ... in one sweep every so many released timestamps (fewer, longer calls)
 
     def __init__(self, correlations: Iterable[CompiledCorrelation]):

@@ -16,11 +16,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
+from itertools import chain
+from types import NoneType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .normalise import event_timestamp, normalise_event
+from .normalise import event_timestamps, normalise_event
 from .results import RuleResult
 from .stream import StreamEvaluator
 
@@ -68,7 +70,14 @@ class ColumnView:
 
 def factorise(values: list[Any]) -> tuple[np.ndarray, list[Any]]:
     """``values`` -> (codes, distinct values): ``values[i] == uniques[codes[i]]``, equal only if the
-    same type (lists become tuples, which the value tests read as lists)."""
+    same type (lists become tuples, which the value tests read as lists). A column of one type that
+    cannot collide with another (text, missing, lists of text) is hashed by the dict in C."""
+    kinds = set(map(type, values))
+    if len(kinds) == 1 and (str in kinds or NoneType in kinds):
+        return _codes(values, list(dict.fromkeys(values)))
+    if kinds == {list} and set(map(type, chain.from_iterable(values))) <= {str}:  # e.g. ATLAS technique lists
+        keys = list(map(tuple, values))
+        return _codes(keys, list(dict.fromkeys(keys)))
     index: dict[Any, int] = {}
     uniques: list[Any] = []
     codes: list[int] = []
@@ -81,6 +90,11 @@ def factorise(values: list[Any]) -> tuple[np.ndarray, list[Any]]:
             uniques.append(tuple(v) if t is list else v)
         codes.append(code)
     return np.fromiter(codes, dtype=np.int64, count=len(codes)), uniques
+
+
+def _codes(keys: list[Any], uniques: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    index = {u: i for i, u in enumerate(uniques)}
+    return np.fromiter(map(index.__getitem__, keys), dtype=np.int64, count=len(keys)), uniques
 
 
 def _key(value: Any) -> Any:
@@ -186,18 +200,19 @@ def _admit_rows(stream: StreamEvaluator, rows: list[dict[str, Any]]) -> list[Rul
         return []
     view = ColumnView(rows)
     patterns = _patterns(list(stream.ruleset.detections.items()), view)
-    times = _times(view, stream.time_field)
-    event_id = stream.event_id
-    admit = stream.admit
-    results: list[RuleResult] = []
-    for flat, matched, ts in zip(rows, patterns, times, strict=True):
-        out = admit(flat, event_id(flat), ts, matched)
-        if out:
-            results.extend(out)
-    return results
+    eids = _event_ids(stream, view)
+    return stream.admit_many(rows, eids, _times(view, stream.time_field), patterns)
 
 
-def _patterns(detections: list[tuple[str, Any]], view: ColumnView) -> list[list[str]]:
+def _event_ids(stream: StreamEvaluator, view: ColumnView) -> list[str]:
+    """Each row's id as :meth:`~.stream.StreamEvaluator.event_id` reads it (text ids as they are)."""
+    ids = view.column(stream.id_field)
+    if set(map(type, ids)) == {str} and "" not in ids:
+        return ids
+    return [stream.event_id(flat) for flat in view.rows]
+
+
+def _patterns(detections: list[tuple[str, Any]], view: ColumnView) -> list[tuple[str, ...]]:
     """Per row, the keys of the detection rules it matches (in rule-set order): one vectorised mask
     per rule, rows grouped by the pattern of rules they match."""
     masks = np.stack([det.mask(view) for _key, det in detections], axis=1) if detections else (
@@ -206,27 +221,13 @@ def _patterns(detections: list[tuple[str, Any]], view: ColumnView) -> list[list[
     if len(keys) <= 62:  # the pattern as the bits of one integer
         codes = (masks.astype(np.int64) << np.arange(len(keys), dtype=np.int64)).sum(axis=1)
         distinct, inverse = np.unique(codes, return_inverse=True)
-        matched = [[k for bit, k in enumerate(keys) if int(c) >> bit & 1] for c in distinct]
+        matched = [tuple(k for bit, k in enumerate(keys) if int(c) >> bit & 1) for c in distinct]
     else:
         distinct, inverse = np.unique(masks, axis=0, return_inverse=True)
-        matched = [[k for k, hit in zip(keys, row, strict=True) if hit] for row in distinct]
+        matched = [tuple(k for k, hit in zip(keys, row, strict=True) if hit) for row in distinct]
     return [matched[i] for i in inverse.reshape(-1).tolist()]
 
 
 def _times(view: ColumnView, time_field: str) -> list[float | None]:
-    """Each row's time (epoch seconds, as :func:`.normalise.event_timestamp`); a text time is parsed
-    once per distinct value (numbers are mostly distinct: converted row by row)."""
-    parsed: dict[str, float | None] = {}
-    out: list[float | None] = []
-    for value in view.column(time_field):
-        if type(value) is str:
-            ts = parsed.get(value, _MISSING)
-            if ts is _MISSING:
-                ts = parsed[value] = event_timestamp(value)
-            out.append(ts)
-        else:
-            out.append(event_timestamp(value))
-    return out
-
-
-_MISSING: Any = object()
+    """Each row's time (epoch seconds, as :func:`.normalise.event_timestamp`)."""
+    return event_timestamps(view.column(time_field))

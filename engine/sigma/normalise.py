@@ -48,6 +48,43 @@ def event_timestamp(value: Any) -> float | None:
     return None if when is None else round(when.timestamp(), 6)
 
 
+_EXACT_EPOCH = 2.0**33  # below this, microseconds since the epoch are exact in float64 (< 2**53)
+
+
+def event_timestamps(values: list[Any]) -> list[float | None]:
+    """:func:`event_timestamp` of every value: plain numbers in [0, 2**33) at once with numpy, by the
+    arithmetic ``datetime.fromtimestamp`` does (the fraction's microseconds rounded half to even,
+    then whole microseconds over 10**6), text once per distinct value, anything else one by one."""
+    out: list[float | None] = [None] * len(values)
+    numeric: list[int] = []
+    parsed: dict[str, float | None] = {}
+    for i, v in enumerate(values):
+        t = type(v)
+        if t is float or (t is int and -_EXACT_EPOCH < v < _EXACT_EPOCH):
+            numeric.append(i)
+        elif t is str:
+            ts = parsed.get(v, _UNSEEN)
+            if ts is _UNSEEN:
+                ts = parsed[v] = event_timestamp(v)
+            out[i] = ts
+        elif v is not None:
+            out[i] = event_timestamp(v)
+    if numeric:
+        x = np.array([values[i] for i in numeric], dtype=np.float64)
+        exact = (x >= 0) & (x < _EXACT_EPOCH)
+        whole = np.floor(np.where(exact, x, 0.0))
+        micros = np.rint((np.where(exact, x, 0.0) - whole) * 1e6)
+        carry = micros >= 1e6
+        total = (whole + carry).astype(np.int64) * 1_000_000 + np.where(carry, micros - 1e6, micros).astype(np.int64)
+        seconds = (total / 1e6).tolist()
+        for j, (i, ok) in enumerate(zip(numeric, exact.tolist(), strict=True)):
+            out[i] = seconds[j] if ok else event_timestamp(values[i])
+    return out
+
+
+_UNSEEN: Any = object()
+
+
 def flatten_json(event: Mapping[str, Any], prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
     """Nested JSON object -> flat dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``); lists are kept."""
     out = {} if out is None else out

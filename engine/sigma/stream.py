@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import json
 import zlib
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ class StreamEvaluator:
         self.seq = 0
         self.stats = {"events": 0, "untimed": 0, "late": 0}
         self._detections = list(ruleset.detections.items())
+        self._plans: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
     def push(self, event: Any) -> list[RuleResult]:
         flat = normalise_event(event)
@@ -52,36 +54,56 @@ class StreamEvaluator:
 
     def admit(self, flat: dict[str, Any], eid: str, ts: float | None, matched: list[str]) -> list[RuleResult]:
         """One event whose detection rules are already tested (``matched``: keys in rule-set order):
-        its match results now, its correlation records held until the watermark passes them. The
-        per-event :meth:`push` and the micro-batch evaluator both end here, so they cannot differ."""
-        self.seq += 1
-        self.stats["events"] += 1
+        its match results now, its correlation records held until the watermark passes them."""
+        return self.admit_many([flat], [eid], [ts], [tuple(matched)])
+
+    def admit_many(self, rows: Sequence[dict[str, Any]], eids: Sequence[str], times: Sequence[float | None],
+                   patterns: Sequence[tuple[str, ...]]) -> list[RuleResult]:
+        """Events whose detection rules are already tested, in arrival order (``patterns[i]``: the keys
+        row ``i`` matched, in rule-set order): what :meth:`admit` gives for each, one after the other.
+        The per-event :meth:`push` and the micro-batch evaluator both end here, so they cannot differ;
+        what to do with a pattern of matches is worked out once per pattern."""
         results: list[RuleResult] = []
+        plans = self._plans
+        stats = self.stats
+        heap = self.heap
+        needed = self.correlator.needed_fields
+        info = self.ruleset.info
+        for flat, eid, ts, pattern in zip(rows, eids, times, patterns, strict=True):
+            self.seq += 1
+            stats["events"] += 1
+            if pattern:
+                plan = plans.get(pattern)
+                if plan is None:
+                    plan = plans[pattern] = self._plan(pattern)
+                emits, to_correlate = plan
+                for key in emits:
+                    results.append(match_result(info[key], eid, ts))
+                if ts is None:
+                    stats["untimed"] += 1
+                    continue
+                if to_correlate:
+                    record = (ts, eid, self.seq - 1, to_correlate, {f: flat.get(f) for f in needed})
+                    released = self.correlator.released_ts
+                    if released is not None and ts <= released:
+                        stats["late"] += 1
+                        results.extend(self._release_now(ts, [record]))
+                    else:
+                        heapq.heappush(heap, record)
+            elif ts is None:
+                stats["untimed"] += 1
+                continue
+            if self.max_ts is None or ts > self.max_ts:
+                self.max_ts = ts
+            if heap and heap[0][0] < self.max_ts - self.lateness:
+                results.extend(self._release(self.max_ts - self.lateness, inclusive=False))
+        return results
+
+    def _plan(self, pattern: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Of the rules in ``pattern``: those whose matches are results, those a correlation consumes."""
         info = self.ruleset.info
         correlated = self.ruleset.correlated_keys
-        to_correlate = []
-        for key in matched:
-            if info[key].emits:
-                results.append(match_result(info[key], eid, ts))
-            if key in correlated:
-                to_correlate.append(key)
-        if ts is None:
-            self.stats["untimed"] += 1
-            return results
-        if to_correlate:
-            values = {f: flat.get(f) for f in self.correlator.needed_fields}
-            record = (ts, eid, self.seq - 1, tuple(to_correlate), values)
-            released = self.correlator.released_ts
-            if released is not None and ts <= released:
-                self.stats["late"] += 1
-                results.extend(self._release_now(ts, [record]))
-            else:
-                heapq.heappush(self.heap, record)
-        if self.max_ts is None or ts > self.max_ts:
-            self.max_ts = ts
-        if self.heap and self.heap[0][0] < self.max_ts - self.lateness:
-            results.extend(self._release(self.max_ts - self.lateness, inclusive=False))
-        return results
+        return (tuple(k for k in pattern if info[k].emits), tuple(k for k in pattern if k in correlated))
 
     def _release(self, watermark: float, *, inclusive: bool) -> list[RuleResult]:
         results: list[RuleResult] = []
