@@ -452,9 +452,7 @@ def deterministic_alert_id(rule_id: str, group: Mapping[str, Any], event_ids: It
     h.update(rule_id.encode())
     h.update(b"\x00")
     h.update(json.dumps(dict(group), sort_keys=True, default=str).encode())
-    for eid in event_ids:
-        h.update(b"\x00")
-        h.update(str(eid).encode())
+    h.update("".join(["\x00" + str(eid) for eid in event_ids]).encode())  # one update: the same bytes
     return "alert-" + h.hexdigest()[:32]
 
 

@@ -233,7 +233,7 @@ class CompiledCorrelation:
 
     def advance(self, ts: float) -> list[Firing]:
         """All entries at ``ts`` are in: insert them, evaluate each touched group's window at ``ts``."""
-        touched: dict[tuple, None] = {}
+        touched: dict[tuple, GroupWindow] = {}
         windows = self.windows
         for key, entry, display in self.pending:
             window = windows.get(key)
@@ -249,12 +249,11 @@ class CompiledCorrelation:
             else:
                 entries.append(entry)
             window.display = display
-            touched[key] = None
+            touched[key] = window
         self.pending.clear()
         firings: list[Firing] = []
         horizon = ts - self.span
-        for key in touched:
-            window = windows[key]
+        for window in touched.values():
             entries = window.entries
             if entries[0].ts < horizon:  # drop what no window at or after ts can hold
                 del entries[:bisect.bisect_left(entries, horizon, key=_entry_ts)]

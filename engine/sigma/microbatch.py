@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
-from itertools import chain
+from itertools import chain, repeat
 from types import NoneType
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +54,7 @@ class ColumnView:
         return self._columns
 
     def column(self, name: str) -> list[Any]:
-        return [row.get(name) for row in self.rows]
+        return list(map(dict.get, self.rows, repeat(name)))
 
     def factor(self, name: str) -> tuple[np.ndarray, list[Any]]:
         found = self._factors.get(name)

@@ -20,6 +20,8 @@ import numpy as np
 
 def normalise_event(event: Any) -> dict[str, Any]:
     """A DetectionEvent (its flat form), a flat dict, or a nested JSON object -> flat dict."""
+    if type(event) is dict and _SCALAR_TYPES.issuperset(map(type, event.values())):
+        return event  # already flat (the common case, checked in C)
     if isinstance(event, dict):
         for v in event.values():
             if isinstance(v, dict):
@@ -34,6 +36,9 @@ def normalise_event(event: Any) -> dict[str, Any]:
     if isinstance(event, str | bytes):
         return normalise_event(json.loads(event))
     raise TypeError(f"an event must be a DetectionEvent or a JSON object, not {type(event).__name__}")
+
+
+_SCALAR_TYPES = frozenset({str, int, float, bool, type(None), list})
 
 
 def content_id(flat: Mapping[str, Any]) -> str:
