@@ -7,7 +7,6 @@ JSON and to a *flat dotted form* (``stage``, ``attack``, ``atlas.technique``, ``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import uuid
@@ -28,6 +27,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from .ids import deterministic_alert_id
 
 SCHEMA_VERSION = "1.0"
 
@@ -444,16 +445,6 @@ class Alert(_Model):
 
     def flat(self) -> dict[str, Any]:
         return flatten_alert(self)
-
-
-def deterministic_alert_id(rule_id: str, group: Mapping[str, Any], event_ids: Iterable[str]) -> str:
-    """Same rule, group and chain -> same id, so replays never duplicate an alert."""
-    h = hashlib.sha256()
-    h.update(rule_id.encode())
-    h.update(b"\x00")
-    h.update(json.dumps(dict(group), sort_keys=True, default=str).encode())
-    h.update("".join(["\x00" + str(eid) for eid in event_ids]).encode())  # one update: the same bytes
-    return "alert-" + h.hexdigest()[:32]
 
 
 # -- the flat dotted form ---------------------------------------------------------------------

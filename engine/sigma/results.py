@@ -1,6 +1,6 @@
 """Rule results: what ``kizashi rules eval`` prints and what becomes an alert.
 
-A result's id is the alert id (:func:`kizashi.engine.events.deterministic_alert_id` of the rule key,
+A result's id is the alert id (:func:`kizashi.engine.ids.deterministic_alert_id` of the rule key,
 the group and the chain of event ids), so re-evaluating the same events gives the same alerts and the
 store deduplicates them. The stream and batch evaluators build results only here.
 """
@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from ..ids import deterministic_alert_id
 from .rule import RuleInfo, atlas_ids_from_tags
 
 if TYPE_CHECKING:  # the pydantic event model is imported where alerts are built, not at start-up
@@ -123,8 +124,6 @@ def match_result(info: RuleInfo, event_id: str, ts: float | None) -> RuleResult:
 
 def correlation_result(info: RuleInfo, firing: Firing) -> RuleResult:
     """A correlation whose condition held: the chain of events behind it, its group and metric."""
-    from ..events import deterministic_alert_id
-
     ids = list(dict.fromkeys(c[1] for c in firing.chain))
     return RuleResult(
         type="correlation",
