@@ -5,6 +5,8 @@ the pack matches, the rest matching no rule) are written once to a JSON-lines fi
 approach reads that file in its own subprocess (so peak memory, ``ru_maxrss``, is its own):
 
 * ``parse_floor``: the standard library's ``json.loads`` over every line, nothing else (the floor);
+* ``window_floor``: the least Python a correlation window needs per entry (decode, one dict lookup,
+  append and bisect per entry; the entries worked out untimed): the floor of a per-entry Python engine;
 * ``stream``: what ``kizashi rules eval --mode stream`` does: orjson decode, the micro-batch
   evaluator (``RuleSet.microbatch``: 1,024 events or 100 ms), each result serialised to its JSON line,
   the collector tuned (``tune_gc``);
@@ -228,8 +230,58 @@ def work_sqlite(path: str, n: int) -> dict:
                 result_rows=rows, queries=len(queries))
 
 
-WORKERS = {"parse_floor": work_parse_floor, "stream": work_stream, "stream_per_event": work_stream_per_event,
-           "batch": work_batch, "sqlite": work_sqlite}
+def work_window_floor(path: str, n: int) -> dict:
+    """The least Python a correlation window needs, on the same file: orjson decode, then per
+    (correlation, group) entry one dict lookup, one append and one bisect for the window start. Which
+    entries each event makes is worked out first, untimed, by the engine's own detection; there is
+    no firing, quiet period, eviction or result. A lower bound for any window engine that does
+    per-entry work in Python."""
+    import bisect
+
+    import orjson
+    from kizashi.engine.sigma import RuleSet
+    from kizashi.engine.sigma.microbatch import ColumnView, _patterns
+
+    rs = RuleSet.bundled()
+    stream = rs.stream()
+    correlations = stream.correlator.correlations
+    detections = list(rs.detections.items())
+    specs: dict[tuple, tuple] = {}  # pattern of matched rules -> ((correlation, group field, span), ...)
+    per_event: list[tuple] = []
+    with open(path, "rb") as fh:
+        while chunk := [orjson.loads(line) for _, line in zip(range(50_000), fh, strict=False)]:
+            for pattern in _patterns(detections, ColumnView(chunk)):
+                spec = specs.get(pattern)
+                if spec is None:
+                    spec = specs[pattern] = tuple(
+                        (i, c.slot_group_fields[slot][0], c.span) for i, c in enumerate(correlations)
+                        for slot, ref in enumerate(c.ref_keys) if ref in pattern
+                        and ref in rs.correlated_keys and slot == min(
+                            s for s, r in enumerate(c.ref_keys) if r in pattern))
+                per_event.append(spec)
+    windows: list[dict] = [{} for _ in correlations]
+    entries_made = 0
+    loads = orjson.loads
+    t0 = time.perf_counter()
+    with open(path, "rb") as fh:
+        for line, spec in zip(fh, per_event, strict=True):
+            e = loads(line)
+            if spec:
+                ts = e["time"]
+                for i, field, span in spec:
+                    groups = windows[i]
+                    key = e.get(field)
+                    entries = groups.get(key)
+                    if entries is None:
+                        entries = groups[key] = []
+                    entries.append(ts)
+                    bisect.bisect_left(entries, ts - span)
+                    entries_made += 1
+    return _row(n, time.perf_counter() - t0, window_entries=entries_made)
+
+
+WORKERS = {"parse_floor": work_parse_floor, "window_floor": work_window_floor, "stream": work_stream,
+           "stream_per_event": work_stream_per_event, "batch": work_batch, "sqlite": work_sqlite}
 
 
 def run_worker(kind: str, path: str, n: int, timeout: float) -> dict:
@@ -246,9 +298,10 @@ def run_worker(kind: str, path: str, n: int, timeout: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100000,200000,1000000", help="comma list of event counts")
-    ap.add_argument("--modes", default="parse_floor,stream,stream_per_event,batch,sqlite")
+    ap.add_argument("--modes", default="parse_floor,window_floor,stream,stream_per_event,batch,sqlite")
     ap.add_argument("--sqlite-max", type=int, default=200_000, help="largest size to run the SQLite baseline on")
-    ap.add_argument("--per-event-max", type=int, default=1_000_000, help="largest size for stream_per_event")
+    ap.add_argument("--per-event-max", type=int, default=1_000_000,
+                    help="largest size for stream_per_event and window_floor")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per measurement")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--file", help=argparse.SUPPRESS)
@@ -264,7 +317,8 @@ def main() -> None:
             write_events(path, n)
             row: dict = {"events": n, "file_mb": round(os.path.getsize(path) / 2**20, 1)}
             for mode in args.modes.split(","):
-                limit = {"sqlite": args.sqlite_max, "stream_per_event": args.per_event_max}.get(mode)
+                limit = {"sqlite": args.sqlite_max, "stream_per_event": args.per_event_max,
+                         "window_floor": args.per_event_max}.get(mode)
                 if limit is not None and n > limit:
                     row[mode] = {"events": n, "skipped": f"above the size limit {limit}"}
                     continue
@@ -273,7 +327,7 @@ def main() -> None:
             os.unlink(path)
             floor = row.get("parse_floor", {}).get("events_per_s")
             sqlite_eps = row.get("sqlite", {}).get("events_per_s")
-            for mode in ("stream", "stream_per_event", "batch", "sqlite"):
+            for mode in ("window_floor", "stream", "stream_per_event", "batch", "sqlite"):
                 eps = row.get(mode, {}).get("events_per_s")
                 if floor and eps:
                     row[mode]["vs_parse_floor"] = round(eps / floor, 3)
