@@ -5,10 +5,11 @@ Events are buffered until ``max_events`` are in or ``max_ms`` have passed since 
 A batch is then seen column by column (:class:`ColumnView`): each field a rule reads is one column,
 factorised once, every value test runs once per *distinct* value (the detection plan's
 :meth:`~.conditions.CompiledDetection.mask`, the batch evaluator's code path) and numpy broadcasts
-the answers back; event times are parsed once per distinct value. The events then enter the
-:class:`~.stream.StreamEvaluator` in arrival order through its :meth:`~.stream.StreamEvaluator.admit`,
-the same step its per-event ``push`` ends in: results, their order, lateness handling and snapshots
-are the stream evaluator's, only later by at most one batch period.
+the answers back; event times are converted as one column (:func:`.normalise.event_timestamps`).
+The batch then enters the :class:`~.stream.StreamEvaluator` in arrival order through its
+:meth:`~.stream.StreamEvaluator.admit_many`, the step its per-event ``push`` ends in too: results,
+their order, lateness handling and snapshots are the stream evaluator's, only later by at most one
+batch period.
 """
 
 from __future__ import annotations
