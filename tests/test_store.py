@@ -123,3 +123,33 @@ def test_schema_migration_from_v1(tmp_path):
     assert "ix_events_account_time" in idx
     with s2.engine.connect() as c:
         assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_sqlite_fast_insert_stores_what_sqlalchemy_stores(tmp_path):
+    """The SQLite insert-or-ignore path binds each value with its column type's own processor: the
+    rows it stores are byte for byte what SQLAlchemy's insert stores (times with and without a zone,
+    booleans, missing values, NUL and non-ASCII text), and it reports only the rows it inserted."""
+    from datetime import UTC, datetime, timezone
+
+    from kizashi.engine.store import _sqlite_insert_or_ignore, events_table
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    when = [datetime(2026, 11, 30, 1, 2, 3, 456789, tzinfo=UTC), datetime(2026, 1, 1),
+            datetime(2026, 6, 1, 12, tzinfo=timezone(timedelta(hours=9)))]
+    rows = [{"id": f"e{i}\x00é", "time": when[i % 3], "stage": "symptom", "attack": "evasion",
+             "detector": "d", "account": None if i % 3 else "a\u3042", "model": "m", "score": i / 7,
+             "body": "{}", "ingested_at": when[(i + 1) % 3], "evaluated": bool(i % 2), "seq": i + 1} for i in range(9)]
+
+    def dump(store):
+        with store.engine.connect() as conn:
+            return conn.exec_driver_sql("SELECT * FROM events ORDER BY seq").fetchall()
+
+    fast, slow = Store(f"sqlite:///{tmp_path / 'fast.db'}"), Store(f"sqlite:///{tmp_path / 'slow.db'}")
+    with fast.engine.begin() as conn:
+        assert sorted(_sqlite_insert_or_ignore(conn, events_table, rows, "id")) == sorted(r["id"] for r in rows)
+        assert _sqlite_insert_or_ignore(conn, events_table, rows[:4] + [{**rows[0], "id": "new", "seq": 99}], "id") == ["new"]
+    with slow.engine.begin() as conn:
+        conn.execute(sqlite_dialect.insert(events_table).on_conflict_do_nothing(),
+                     rows + [{**rows[0], "id": "new", "seq": 99}])
+    assert dump(fast) == dump(slow)
+    fast.close(), slow.close()
