@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -47,7 +48,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from .events import Alert, DetectionEvent
 from .incidents import group_key
@@ -635,9 +636,11 @@ def _sqlite_insert_or_ignore(conn: Connection, table: Table, rows: list[dict[str
         for i in range(0, len(rows), per):
             chunk = rows[i:i + per]
             params = [v if p is None or v is None else p(v) for r in chunk for c, p in convert for v in (r[c],)]
-            cur.execute(head + ", ".join([one] * len(chunk)) + tail, params)
-            if key:
-                out.extend(row[0] for row in cur.fetchall())
+            sql = head + ", ".join([one] * len(chunk)) + tail
+            with _driver_errors(conn, sql):
+                cur.execute(sql, params)
+                if key:
+                    out.extend(row[0] for row in cur.fetchall())
     finally:
         cur.close()
     return out
@@ -657,9 +660,21 @@ def _pg_insert_or_ignore(conn: Connection, table: Table, rows: list[dict[str, An
                        for c in columns)
     sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "
            f"ON CONFLICT DO NOTHING" + (f" RETURNING {key}" if key else ""))
-    with conn.connection.driver_connection.cursor() as cur:  # same transaction as ``conn``
+    with conn.connection.driver_connection.cursor() as cur, _driver_errors(conn, sql):  # ``conn``'s transaction
         cur.execute(sql, [[r[c] for r in rows] for c in columns])
         return [r[0] for r in cur.fetchall()] if key else []
+
+
+@contextmanager
+def _driver_errors(conn: Connection, statement: str) -> Iterator[None]:
+    """A statement run on the driver's own cursor fails as SQLAlchemy's would: the driver's error
+    wrapped in the matching :mod:`sqlalchemy.exc` class (``OperationalError``, ``IntegrityError``...),
+    so callers and the CLI's error boundary see one kind of error whichever path wrote."""
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, dbapi.Error, dialect=conn.dialect) from exc
 
 
 def _json_text(value: Any) -> str:

@@ -153,3 +153,21 @@ def test_sqlite_fast_insert_stores_what_sqlalchemy_stores(tmp_path):
                      rows + [{**rows[0], "id": "new", "seq": 99}])
     assert dump(fast) == dump(slow)
     fast.close(), slow.close()
+
+
+def test_a_failed_insert_raises_sqlalchemy_errors_on_both_databases(store):
+    """The insert-or-ignore paths write through the driver's cursor; a failure still surfaces as the
+    SQLAlchemy error class (here IntegrityError for a NOT NULL column), which callers and the CLI's
+    error boundary handle, and nothing of the failed statement is stored."""
+    from datetime import UTC, datetime
+
+    from kizashi.engine.store import _insert_or_ignore, events_table
+    from sqlalchemy.exc import IntegrityError
+
+    row = {"id": "x", "time": datetime(2026, 11, 30, tzinfo=UTC), "stage": None, "attack": "evasion",
+           "detector": "d", "account": None, "model": None, "score": 1.0, "body": "{}",
+           "ingested_at": datetime(2026, 11, 30, tzinfo=UTC), "evaluated": False, "seq": 10**6}
+    with pytest.raises(IntegrityError), store.engine.begin() as conn:
+        _insert_or_ignore(conn, events_table, [row], key="id")
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM events WHERE id = 'x'")).scalar() == 0
