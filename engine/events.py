@@ -81,8 +81,6 @@ def _utc(value: datetime) -> datetime:
 def _check_plain_text(value: Any) -> Any:
     """Strings must be Unicode text: no lone UTF-16 surrogate (no UTF-8 encoder, hence no database
     and no output format, accepts one)."""
-    if type(value) is str and value.isascii():
-        return value
     for s in value if isinstance(value, list) else (value,):
         if isinstance(s, str) and not s.isascii():
             try:

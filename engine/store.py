@@ -46,7 +46,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
@@ -606,13 +605,7 @@ def _insert_or_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]]
         return []
     if conn.dialect.name == "postgresql":
         return _pg_insert_or_ignore(conn, table, rows, key)
-    if conn.dialect.name == "sqlite":
-        return _sqlite_insert_or_ignore(conn, table, rows, key)
-    stmt = sqlite_dialect.insert(table).on_conflict_do_nothing()
-    if key is None:
-        conn.execute(stmt, rows)
-        return []
-    return list(conn.execute(stmt.returning(table.c[key]), rows).scalars())
+    return _sqlite_insert_or_ignore(conn, table, rows, key)
 
 
 _SQLITE_MAX_PARAMS = 32_766  # SQLITE_MAX_VARIABLE_NUMBER's default since SQLite 3.32
@@ -624,10 +617,10 @@ def _sqlite_insert_or_ignore(conn: Connection, table: Table, rows: list[dict[str
     processor, so what is stored is what SQLAlchemy would store, without its per-row parameter work
     (about a third of storing an event)."""
     columns = list(rows[0])
-    processors = [table.c[c].type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for c in columns]
-    convert = [(c, p) for c, p in zip(columns, processors, strict=True)]
+    convert = [(c, table.c[c].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)) for c in columns]
     per = max(1, _SQLITE_MAX_PARAMS // len(columns))
-    head = f'INSERT INTO "{table.name}" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in columns)}) VALUES '
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    head = f'INSERT INTO "{table.name}" ({quoted}) VALUES '
     tail = " ON CONFLICT DO NOTHING" + (f' RETURNING "{key}"' if key else "")
     one = "(" + ", ".join(["?"] * len(columns)) + ")"
     out: list[Any] = []

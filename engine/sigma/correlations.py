@@ -101,13 +101,6 @@ _entry_ts = attrgetter("ts")  # an Entry's time (the windows' sort key), in C
 _entry_order = attrgetter("ts", "seq")  # an Entry's place among simultaneous entries
 
 
-def _distinct_sorted(items: list) -> list:
-    """``sorted(set(items))`` for a list already sorted but for ties in time (simultaneous entries are
-    ordered by event id, so equal items are adjacent only after sorting ties)."""
-    out = sorted(items)
-    return [c for i, c in enumerate(out) if i == 0 or c != out[i - 1]]
-
-
 @dataclass(slots=True)
 class GroupWindow:
     entries: list[Entry] = field(default_factory=list)  # sorted by (ts, seq)
@@ -278,10 +271,7 @@ class CompiledCorrelation:
             return None
         window.last_fired = ts
         in_window = entries[lo:hi]
-        if len(in_window[0].chain) == 1 and all(len(e.chain) == 1 for e in in_window):  # base events: sorted, distinct
-            chain = _distinct_sorted([e.chain[0] for e in in_window])
-        else:
-            chain = sorted({c for e in in_window for c in e.chain})
+        chain = sorted({c for e in in_window for c in e.chain})
         return Firing(self, dict(window.display), ts, chain, float(metric), in_window[0].ts)
 
     def metric(self, entries: list[Entry]) -> float | None:

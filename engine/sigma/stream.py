@@ -79,10 +79,7 @@ class StreamEvaluator:
                 emits, to_correlate = plan
                 for key in emits:
                     results.append(match_result(info[key], eid, ts))
-                if ts is None:
-                    stats["untimed"] += 1
-                    continue
-                if to_correlate:
+                if to_correlate and ts is not None:
                     record = (ts, eid, self.seq - 1, to_correlate, {f: flat.get(f) for f in needed})
                     released = self.correlator.released_ts
                     if released is not None and ts <= released:
@@ -90,7 +87,7 @@ class StreamEvaluator:
                         results.extend(self._release_now(ts, [record]))
                     else:
                         heapq.heappush(heap, record)
-            elif ts is None:
+            if ts is None:
                 stats["untimed"] += 1
                 continue
             if self.max_ts is None or ts > self.max_ts:
