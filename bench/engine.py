@@ -7,8 +7,11 @@ approach reads that file in its own subprocess (so peak memory, ``ru_maxrss``, i
 * ``parse_floor``: the standard library's ``json.loads`` over every line, nothing else (the floor);
 * ``window_floor``: the least Python a correlation window needs per entry (decode, one dict lookup,
   append and bisect per entry; the entries worked out untimed): the floor of a per-entry Python engine;
-* ``stream``: what ``kizashi rules eval --mode stream`` does: orjson decode, the micro-batch
-  evaluator (``RuleSet.microbatch``: 1,024 events or 100 ms), each result serialised to its JSON line,
+* ``stage_floors``: each stage of the stream's output at its least in CPython, timed alone and
+  summed (decode, vectorised detection masks, the window step, the result lines, the result ids);
+* ``stream``: what ``kizashi rules eval --mode stream`` does: the file read 1,024 lines at a time,
+  orjson decode, the micro-batch evaluator (``RuleSet.microbatch``: 1,024 events or 100 ms, fed by
+  ``push_many``), each result serialised to its JSON line,
   the collector tuned (``tune_gc``);
   alert latency = wall time from reading a correlation's anchor event to its result coming out
   (read times kept in a fixed ring, one store per event);
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import islice
 
 import numpy as np
 
@@ -125,8 +129,9 @@ def work_parse_floor(path: str, n: int) -> dict:
 LATENCY_RING = 1 << 16  # read times of the last 65,536 events (anchors are recent: the batch, plus lateness)
 
 
-def _streamed(path: str, n: int, evaluator) -> dict:
-    """Push every line of ``path`` through ``evaluator`` as the CLI does, serialising each result.
+def _streamed(path: str, n: int, evaluator, chunk: int = 1) -> dict:
+    """Push every line of ``path`` through ``evaluator`` as the CLI does (``chunk`` lines at a time
+    through ``push_many``, or one by one through ``push``), serialising each result.
     The read time of each event goes into a fixed ring of doubles (one store per event, no dict), so
     the bookkeeping costs the stream little and the peak memory nothing that grows."""
     from array import array
@@ -156,15 +161,30 @@ def _streamed(path: str, n: int, evaluator) -> dict:
     clock = time.perf_counter
     t0 = clock()
     with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            e = loads(line)
-            read_at[i & mask] = clock()
-            last = i
-            results = evaluator.push(e)
-            if results:
-                emit(results)
-            if i % 10_000 == 0:
-                max_state = max(max_state, evaluator.state_size())
+        if chunk == 1:
+            for i, line in enumerate(fh):
+                e = loads(line)
+                read_at[i & mask] = clock()
+                last = i
+                results = evaluator.push(e)
+                if results:
+                    emit(results)
+                if i % 10_000 == 0:
+                    max_state = max(max_state, evaluator.state_size())
+        else:  # as the CLI reads a file: a batch's worth of lines, then push_many
+            i = 0
+            while lines := list(islice(fh, chunk)):
+                objs = []
+                for line in lines:
+                    objs.append(loads(line))
+                    read_at[i & mask] = clock()
+                    i += 1
+                last = i - 1
+                results = evaluator.push_many(objs)
+                if results:
+                    emit(results)
+                if i % 10_240 < chunk:
+                    max_state = max(max_state, evaluator.state_size())
     emit(evaluator.flush())
     elapsed = time.perf_counter() - t0
     sink.close()
@@ -181,7 +201,7 @@ def work_stream(path: str, n: int) -> dict:
 
     rs = RuleSet.bundled()
     tune_gc()  # as rules eval does
-    return _streamed(path, n, rs.microbatch())
+    return _streamed(path, n, rs.microbatch(), chunk=1024)  # the CLI reads a file 1,024 lines at a time
 
 
 def work_stream_per_event(path: str, n: int) -> dict:
@@ -292,6 +312,82 @@ def work_window_floor(path: str, n: int) -> dict:
     return _row(n, time.perf_counter() - t0, window_entries=entries_made)
 
 
+def work_stage_floors(path: str, n: int) -> dict:
+    """The least each stage of the stream's output costs in CPython, on the same file, each timed
+    alone (best of 3) and summed: orjson decode; the detection rules as the engine's vectorised
+    masks over 1,024-event column views; the window floor's step per entry; the result lines, the
+    engine's own results (worked out untimed) as ``orjson.dumps`` of their dicts; and one SHA-256 per
+    result id. No per-event glue, no quiet period, no firing: a stream engine in CPython that must
+    produce these lines costs at least the sum."""
+    import bisect
+    import gc
+    import hashlib
+
+    import orjson
+    from kizashi.cli.tuning import tune_gc
+    from kizashi.engine.sigma import RuleSet
+    from kizashi.engine.sigma.microbatch import ColumnView, _patterns
+
+    rs = RuleSet.bundled()
+    detections = list(rs.detections.items())
+    with open(path, "rb") as fh:
+        lines = fh.read().splitlines()
+    evs = [orjson.loads(line) for line in lines]
+    engine = rs.microbatch()
+    results = engine.push_many(evs) + engine.flush()
+    dicts = [r.to_dict() for r in results]
+    ids = [(r.rule_id + "\x00" + "\x00".join(r.event_ids)).encode() for r in results]
+    correlations = engine.stream.correlator.correlations
+    entries: list[tuple] = []  # (time, correlation, group) per window entry, worked out untimed
+    for start in range(0, len(evs), 1024):
+        chunk = evs[start:start + 1024]
+        for e, pattern in zip(chunk, _patterns(detections, ColumnView(chunk)), strict=True):
+            correlated = rs.correlated_keys.intersection(pattern)
+            for i, c in enumerate(correlations):
+                if correlated.intersection(c.ref_keys):
+                    entries.append((e["time"], i, e.get(c.slot_group_fields[0][0]), c.span))
+    sink = open(os.devnull, "wb")  # noqa: SIM115 - closed below
+    tune_gc()
+
+    def decode() -> None:
+        for line in lines:
+            orjson.loads(line)
+
+    def detect() -> None:
+        for start in range(0, len(evs), 1024):
+            _patterns(detections, ColumnView(evs[start:start + 1024]))
+
+    def windows() -> None:
+        groups: list[dict] = [{} for _ in correlations]
+        for ts, i, key, span in entries:
+            window = groups[i].get(key)
+            if window is None:
+                window = groups[i][key] = []
+            window.append(ts)
+            bisect.bisect_left(window, ts - span)
+
+    def write_lines() -> None:
+        for d in dicts:
+            sink.write(orjson.dumps(d) + b"\n")
+
+    def hash_ids() -> None:
+        for b in ids:
+            hashlib.sha256(b).hexdigest()
+
+    stages = {}
+    for name, f in (("decode", decode), ("detection_masks", detect), ("window_step", windows),
+                    ("result_lines", write_lines), ("result_ids", hash_ids)):
+        best = []
+        for _ in range(3):
+            gc.collect()
+            t0 = time.perf_counter()
+            f()
+            best.append(time.perf_counter() - t0)
+        stages[name] = round(min(best), 4)
+    sink.close()
+    return _row(n, sum(stages.values()), stage_seconds=stages, window_entries=len(entries), results=len(results))
+
+
 def work_cli(path: str, n: int) -> dict:
     """``kizashi rules eval --events FILE`` as a user runs it (start-up included), output to /dev/null."""
     cmd = [os.path.join(os.path.dirname(sys.executable), "kizashi"), "rules", "eval", "--events", path]
@@ -303,7 +399,8 @@ def work_cli(path: str, n: int) -> dict:
     return {"events": n, "seconds": round(elapsed, 3), "events_per_s": round(n / elapsed), "peak_rss_mb": round(child, 1)}
 
 
-WORKERS = {"parse_floor": work_parse_floor, "cli": work_cli, "window_floor": work_window_floor, "stream": work_stream,
+WORKERS = {"parse_floor": work_parse_floor, "cli": work_cli, "window_floor": work_window_floor,
+           "stage_floors": work_stage_floors, "stream": work_stream,
            "stream_per_event": work_stream_per_event, "batch": work_batch, "sqlite": work_sqlite}
 
 
@@ -341,7 +438,7 @@ def main() -> None:
             row: dict = {"events": n, "file_mb": round(os.path.getsize(path) / 2**20, 1)}
             for mode in args.modes.split(","):
                 limit = {"sqlite": args.sqlite_max, "stream_per_event": args.per_event_max,
-                         "window_floor": args.per_event_max}.get(mode)
+                         "window_floor": args.per_event_max, "stage_floors": args.per_event_max}.get(mode)
                 if limit is not None and n > limit:
                     row[mode] = {"events": n, "skipped": f"above the size limit {limit}"}
                     continue
@@ -350,7 +447,7 @@ def main() -> None:
             os.unlink(path)
             floor = row.get("parse_floor", {}).get("events_per_s")
             sqlite_eps = row.get("sqlite", {}).get("events_per_s")
-            for mode in ("window_floor", "cli", "stream", "stream_per_event", "batch", "sqlite"):
+            for mode in ("window_floor", "stage_floors", "cli", "stream", "stream_per_event", "batch", "sqlite"):
                 eps = row.get(mode, {}).get("events_per_s")
                 if floor and eps:
                     row[mode]["vs_parse_floor"] = round(eps / floor, 3)

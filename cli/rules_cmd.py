@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import timedelta
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -101,16 +102,20 @@ def eval_(
             yield obj
 
     out = sys.stdout
+    events_in = read()
     restore_gc = tune_gc()
     try:
         if mode == "batch":
-            for r in rs.evaluate_batch(list(read()), id_field=id_field, time_field=time_field):
+            for r in rs.evaluate_batch(list(events_in), id_field=id_field, time_field=time_field):
                 out.write(r.to_json() + "\n")
         else:
             ev = rs.microbatch(lateness=timedelta(seconds=lateness), id_field=id_field, time_field=time_field,
                                max_events=batch_events, max_ms=batch_ms)
-            for obj in read():
-                results = ev.push(obj)
+            # a file is read a batch's worth at a time; stdin event by event (a live source may pause)
+            chunks = iter(lambda: list(islice(events_in, batch_events)), []) if stream is None else (
+                [obj] for obj in events_in)
+            for chunk in chunks:
+                results = ev.push_many(chunk)
                 if results:
                     out.write("".join(r.to_json() + "\n" for r in results))
                     out.flush()

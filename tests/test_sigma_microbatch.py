@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -67,6 +68,37 @@ def test_snapshot_after_drain_resumes_like_the_stream_evaluator():
     resumed.restore(micro.snapshot())
     out = resumed.push(ev(2, 20, "failure")) + resumed.flush()
     assert [r.event_ids for r in out] == [["e0", "e1", "e2"]]
+
+
+def test_push_many_gives_what_push_gives_event_by_event():
+    """``push_many`` (what ``rules eval`` feeds a file through) fills the buffer a batch's room at a
+    time: the same results in the same order as pushing each event, for any chunking, late events
+    included; a fill that ends the period evaluates the batch as ``push`` would."""
+    from helpers_campaigns import campaign_events
+
+    events = [e.flat() for e in campaign_events()]
+    events = events[::2] + events[1::2]  # half of them late
+    rs = RuleSet.bundled()
+    one = rs.microbatch(max_events=5, lateness=timedelta(hours=2))
+    want = [r for e in events for r in one.push(e)] + one.flush()
+    for sizes in ([1], [3, 17, 250], [len(events)]):
+        many = rs.microbatch(max_events=5, lateness=timedelta(hours=2))
+        got, i, k = [], 0, 0
+        while i < len(events):
+            got += many.push_many(events[i:i + sizes[k % len(sizes)]])
+            i += sizes[k % len(sizes)]
+            k += 1
+        got += many.flush()
+        assert [r.to_json() for r in got] == [r.to_json() for r in want]
+    assert {r.type for r in want} == {"match", "correlation"}
+
+    clock = FakeClock()
+    micro = RuleSet.from_yaml(TEXT).microbatch(max_events=10, max_ms=50)
+    micro.clock = clock
+    micro.push_many([ev(0, 0, "failure")])
+    clock.now = 0.060
+    micro.push_many([ev(1, 1, "failure")])  # the period is over: this fill is evaluated with the first
+    assert micro.buffer == [] and micro.stats["events"] == 2
 
 
 def test_factorise_keeps_true_one_and_one_point_zero_apart():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
-from itertools import chain, repeat
+from itertools import chain, islice, repeat
 from types import NoneType
 from typing import TYPE_CHECKING, Any
 
@@ -156,10 +156,17 @@ class MicroBatchEvaluator:
         return []
 
     def push_many(self, events: Iterable[Any]) -> list[RuleResult]:
-        """Push every event of ``events`` (results of the batches completed meanwhile)."""
+        """Push every event of ``events`` (results of the batches completed meanwhile): what
+        :meth:`push` gives for each in turn, with the buffer filled a batch's room at a time and the
+        batch period checked once per fill, not once per event. For events already at hand (a file
+        read in chunks); a source that blocks between events should :meth:`push` each one."""
         results: list[RuleResult] = []
-        for event in events:
-            results.extend(self.push(event))
+        it = iter(events)
+        while chunk := list(map(normalise_event, islice(it, self.max_events - len(self.buffer)))):
+            if not self.buffer:
+                self.opened = self.clock()
+            self.buffer.extend(chunk)
+            results.extend(self.drain() if len(self.buffer) >= self.max_events else self.poll())
         return results
 
     def drain(self) -> list[RuleResult]:
