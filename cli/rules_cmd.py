@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from kizashi.cli.errors import fail
 from kizashi.cli.tuning import tune_gc
+from kizashi.engine.jsontext import loads  # one JSON text as json.loads reads it, faster
 from kizashi.engine.sigma.targets import TARGETS
 
 if TYPE_CHECKING:
@@ -125,26 +126,6 @@ def eval_(
         restore_gc()
         if stream is None:
             handle.close()
-
-
-def loads(line: str) -> object:
-    """One JSON text: orjson (native, several times faster) and, for what it refuses that the
-    standard library reads (NaN, Infinity, integers beyond 64 bits), :func:`json.loads`."""
-    try:
-        return _orjson_loads(line)
-    except ValueError:
-        return json.loads(line)
-
-
-def _orjson_loads(line: str) -> object:
-    global _orjson_loads
-    try:
-        import orjson
-    except ImportError:  # pragma: no cover - orjson is a dependency; the standard library still works
-        _orjson_loads = json.loads
-    else:
-        _orjson_loads = orjson.loads
-    return _orjson_loads(line)
 
 
 @rules_app.command("export")

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from .ids import deterministic_alert_id
+from .jsontext import loads_checked
 
 SCHEMA_VERSION = "1.0"
 
@@ -100,6 +101,12 @@ def _trusted(info: ValidationInfo) -> bool:
     return bool(info.context) and info.context.get("trusted", False)
 
 
+def _unicode_checked(info: ValidationInfo) -> bool:
+    """Validation context ``{"unicode_checked": True}`` (or trusted data): the input was read from JSON
+    text by orjson, which refuses a lone surrogate anywhere in it, so no text needs checking again."""
+    return bool(info.context) and (info.context.get("unicode_checked", False) or info.context.get("trusted", False))
+
+
 def _atlas(info: ValidationInfo):
     """The ATLAS catalogue for this validation: ``parse`` looks it up once per event, not per field."""
     found = info.context.get("atlas") if info.context else None
@@ -114,7 +121,7 @@ class _Model(BaseModel):
     def _plain_text(cls, data: Any, info: ValidationInfo) -> Any:
         """Every text value (and text in a list) of this model is Unicode text: one pass over the
         input per model, not a validator call per field."""
-        if isinstance(data, dict) and not _trusted(info):
+        if isinstance(data, dict) and not _unicode_checked(info):
             for v in data.values():
                 if type(v) is str:
                     if not v.isascii():
@@ -144,38 +151,66 @@ class AtlasTags(_Model):
     @field_validator("techniques")
     @classmethod
     def _known_techniques(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        if _trusted(info):
-            return v
-        atlas = _atlas(info)
-        out = []
-        for tid in v:
-            if not atlas.has_technique(tid):
-                raise ValueError(f"unknown ATLAS technique ID {tid!r} (ATLAS {atlas.version})")
-            rid = atlas.resolve(tid)
-            if rid not in out:
-                out.append(rid)
-        return out
+        return v if _trusted(info) else list(_resolved_techniques(_atlas(info), tuple(v)))
 
     @field_validator("tactics")
     @classmethod
     def _known_tactics(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        if _trusted(info):
-            return v
-        atlas = _atlas(info)
-        for tid in v:
-            if not atlas.has_tactic(tid):
-                raise ValueError(f"unknown ATLAS tactic ID {tid!r} (ATLAS {atlas.version})")
-        return list(dict.fromkeys(v))
+        return v if _trusted(info) else list(_known_tactic_ids(_atlas(info), tuple(v)))
 
     @model_validator(mode="after")
     def _derive_tactics(self, info: ValidationInfo) -> AtlasTags:
-        if _trusted(info):
-            return self
-        atlas = _atlas(info)
-        derived = atlas.tactics_for(self.techniques)
-        merged = set(self.tactics) | set(derived)
-        self.tactics = [t for t in atlas.tactics if t in merged]
+        if not _trusted(info):
+            self.tactics = list(_tactics_with_derived(_atlas(info), tuple(self.tactics), tuple(self.techniques)))
         return self
+
+
+class _PerCatalogue:
+    """A function of (ATLAS catalogue, ids...) remembered per distinct arguments: events of one detector
+    repeat the same few ids. Bounded (cleared when full); an error (unknown id) is never remembered.
+    The catalogue is held with its answers, so its ``id`` cannot be reused while they are kept."""
+
+    LIMIT = 4096
+
+    def __init__(self, compute: Any):
+        self.compute = compute
+        self.answers: dict[tuple, tuple[Any, Any]] = {}
+
+    def __call__(self, atlas: Any, *ids: tuple[str, ...]) -> Any:
+        key = (id(atlas), *ids)
+        found = self.answers.get(key)
+        if found is None or found[0] is not atlas:
+            if len(self.answers) >= self.LIMIT:
+                self.answers.clear()
+            found = self.answers[key] = (atlas, self.compute(atlas, *ids))
+        return found[1]
+
+
+@_PerCatalogue
+def _resolved_techniques(atlas: Any, ids: tuple[str, ...]) -> tuple[str, ...]:
+    out: list[str] = []
+    for tid in ids:
+        if not atlas.has_technique(tid):
+            raise ValueError(f"unknown ATLAS technique ID {tid!r} (ATLAS {atlas.version})")
+        rid = atlas.resolve(tid)
+        if rid not in out:
+            out.append(rid)
+    return tuple(out)
+
+
+@_PerCatalogue
+def _known_tactic_ids(atlas: Any, ids: tuple[str, ...]) -> tuple[str, ...]:
+    for tid in ids:
+        if not atlas.has_tactic(tid):
+            raise ValueError(f"unknown ATLAS tactic ID {tid!r} (ATLAS {atlas.version})")
+    return tuple(dict.fromkeys(ids))
+
+
+@_PerCatalogue
+def _tactics_with_derived(atlas: Any, tactics: tuple[str, ...], techniques: tuple[str, ...]) -> tuple[str, ...]:
+    """The given tactics and those of the techniques, in the catalogue's order."""
+    merged = set(tactics) | set(atlas.tactics_for(techniques))
+    return tuple(t for t in atlas.tactics if t in merged)
 
 
 class Subject(_Model):
@@ -221,7 +256,9 @@ def _json_depth(value: Any) -> int:
     return depth
 
 
-def _check_json_small(value: dict[str, Any], name: str) -> dict[str, Any]:
+def _check_json_small(value: dict[str, Any], name: str, *, copy: bool = True) -> dict[str, Any]:
+    """``value`` if it is small, shallow and plain JSON; as its JSON round trip (``copy``: numpy values
+    become numbers) or as it is (read from JSON text by orjson: plain already)."""
     if _json_depth(value) > MAX_EVIDENCE_DEPTH:
         raise ValueError(f"{name} is nested deeper than {MAX_EVIDENCE_DEPTH} levels")
     try:
@@ -234,7 +271,7 @@ def _check_json_small(value: dict[str, Any], name: str) -> dict[str, Any]:
         raise ValueError(f"{name} contains a lone UTF-16 surrogate (not valid Unicode text)") from None
     if size > MAX_EVIDENCE_BYTES:
         raise ValueError(f"{name} is {size} bytes serialised; at most {MAX_EVIDENCE_BYTES}")
-    return json.loads(text)
+    return json.loads(text) if copy else value
 
 
 def _reject(obj: Any) -> Any:
@@ -287,22 +324,27 @@ class DetectionEvent(_Model):
     @field_validator("evidence")
     @classmethod
     def _evidence(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        return v if _trusted(info) else _check_json_small(v, "evidence")
+        if not v or _trusted(info):
+            return v
+        return _check_json_small(v, "evidence", copy=not _unicode_checked(info))
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
-    def parse(cls, data: Mapping[str, Any] | str | bytes) -> DetectionEvent:
-        """Validate a JSON object (nested or flat dotted form); raises :class:`EventValidationError`."""
+    def parse(cls, data: Mapping[str, Any] | str | bytes, *, unicode_checked: bool = False) -> DetectionEvent:
+        """Validate a JSON object (nested or flat dotted form); raises :class:`EventValidationError`.
+        ``unicode_checked``: ``data`` came from :func:`.jsontext.loads_checked` saying so (text is
+        read that way here too), so its strings need no lone-surrogate check."""
         try:
+            checked = unicode_checked
             if isinstance(data, str | bytes):
-                data = json.loads(data)
+                data, checked = loads_checked(data)
             if not isinstance(data, Mapping):
                 raise EventValidationError(
                     [{"loc": (), "msg": f"expected a JSON object, got {type(data).__name__}"}]
                 )
             if any("." in k for k in data):
                 data = unflatten_event(data)
-            return cls.model_validate(data, context={"atlas": load_atlas()})
+            return cls.model_validate(data, context={"atlas": load_atlas(), "unicode_checked": checked})
         except ValidationError as exc:
             raise EventValidationError(exc.errors(include_url=False)) from None
         except json.JSONDecodeError as exc:

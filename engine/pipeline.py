@@ -25,6 +25,7 @@ from typing import Any
 from .alerting import AlertingConfig
 from .events import MAX_EVENT_TIME, MIN_EVENT_TIME, Alert, DetectionEvent, EventValidationError
 from .incidents import group_key, merge, suppression_group
+from .jsontext import loads_checked
 from .risk import RISK_RULE_PREFIX, RiskEngine, entities
 from .sigma import RuleResult, RuleSet, results_to_alerts
 from .sigma.microbatch import admit_batch
@@ -353,8 +354,8 @@ def _merge(total: PipelineResult, part: PipelineResult) -> None:
 def parse_event_line(text: str) -> DetectionEvent:
     """One JSON line → a DetectionEvent; raises EventValidationError naming the problem."""
     try:
-        data: Any = json.loads(text)
+        data, checked = loads_checked(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise EventValidationError([{"loc": (), "msg": f"not valid JSON: {exc}"}]) from None
-    return DetectionEvent.parse(data)
+    return DetectionEvent.parse(data, unicode_checked=checked)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -186,6 +186,9 @@ def test_factorise_shares_a_code_only_between_values_of_one_type_and_value(value
     st.integers(-(2**40), 2**40),
     st.decimals(0, 2**33, places=6).map(float),  # half-microsecond ties land here
     st.sampled_from([None, True, "2026-11-30T10:00:00Z", "2026-11-30T10:00:00.0000005+09:00", "nope", [1]]),
+    st.datetimes(datetime(1970, 1, 2), datetime(2200, 1, 1),  # a DetectionEvent's times are UTC
+                 timezones=st.sampled_from([UTC, timezone(timedelta(hours=9))])),
+    st.datetimes(datetime(1970, 1, 2), datetime(2200, 1, 1)),  # naive: read as UTC
 ), max_size=40))
 def test_event_timestamps_equal_event_timestamp_one_by_one(values):
     got = event_timestamps(values)

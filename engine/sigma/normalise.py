@@ -59,7 +59,8 @@ _EXACT_EPOCH = 2.0**33  # below this, microseconds since the epoch are exact in 
 def event_timestamps(values: list[Any]) -> list[float | None]:
     """:func:`event_timestamp` of every value: plain numbers in [0, 2**33) at once with numpy, by the
     arithmetic ``datetime.fromtimestamp`` does (the fraction's microseconds rounded half to even,
-    then whole microseconds over 10**6), text once per distinct value, anything else one by one."""
+    then whole microseconds over 10**6), text once per distinct value, UTC datetimes directly,
+    anything else one by one."""
     out: list[float | None] = [None] * len(values)
     numeric: list[int] = []
     parsed: dict[str, float | None] = {}
@@ -72,6 +73,8 @@ def event_timestamps(values: list[Any]) -> list[float | None]:
             if ts is _UNSEEN:
                 ts = parsed[v] = event_timestamp(v)
             out[i] = ts
+        elif t is datetime and v.tzinfo is UTC:  # a DetectionEvent's time: already UTC, nothing to convert
+            out[i] = round(v.timestamp(), 6)
         elif v is not None:
             out[i] = event_timestamp(v)
     if numeric:
