@@ -2,7 +2,8 @@
 a throwaway cluster started like the tests' ``postgresql_url`` fixture), store only, store + Sigma
 pipeline (bundled pack) over DetectionEvents, and the whole ``kizashi ingest`` path from JSON lines
 (validate, store, rules, alerts), against a baseline of raw ``executemany`` inserts of the same JSON
-into SQLite in the same run. Prints JSON.
+into SQLite in the same run; then the ``kizashi ingest`` path once more with each stage timed (µs per
+event: what bounds it). Prints JSON.
 
     .venv/bin/python bench/ingest.py [--n 20000] [--batch 500] [--no-pg]
 """
@@ -53,18 +54,56 @@ def run_store(url: str, events, batch: int, pipeline: bool) -> float:
     return len(events) / dt
 
 
-def run_lines(url: str, lines: list[str], batch: int) -> float:
+def run_lines(url: str, lines: list[str], batch: int, stages: dict[str, float] | None = None) -> float:
     """``kizashi ingest``: JSON lines validated, stored, evaluated by the bundled pack, alerts stored
-    (the collector tuned as the command does)."""
+    (the collector tuned as the command does). ``stages`` collects µs per event spent in each stage."""
     store = Store(url)
     p = Pipeline(store)
+    spent: dict[str, float] = {}
+    if stages is not None:
+        _time_stages(p, spent)
     restore_gc = tune_gc()
     t = time.perf_counter()
     p.ingest_lines(lines, batch_size=batch)
     dt = time.perf_counter() - t
     restore_gc()
     store.close()
+    if stages is not None:
+        stages.update({k: round(v * 1e6 / len(lines), 1) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])})
+        stages["other"] = round(dt * 1e6 / len(lines) - sum(v for k, v in stages.items() if k not in _NESTED), 1)
     return len(lines) / dt
+
+
+#: stages timed inside another timed stage (not added to the sum)
+_NESTED = {"store: observations", "store: chain events read back", "risk engine", "store: alerts and outbox"}
+
+
+def _time_stages(p: Pipeline, spent: dict[str, float]) -> None:
+    """Wrap the pipeline's stages (on this instance and module) to add their wall time to ``spent``."""
+    import kizashi.engine.pipeline as pipeline_module
+
+    def timed(name, f):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return f(*a, **k)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+        return wrapper
+
+    for name, obj, attr in (
+        ("validate (JSON + event model)", pipeline_module, "parse_event_line"),
+        ("rules (bundled pack)", pipeline_module, "admit_batch"),
+        ("store: events", p.store, "add_events"),
+        ("store: mark evaluated", p.store, "mark_evaluated"),
+        ("results -> observations, risk, alerts", p, "_store_results"),
+        ("store: observations", p.store, "add_observations"),
+        ("store: chain events read back", p.store, "get_events"),
+        ("store: alerts and outbox", p.store, "add_alerts"),
+    ):
+        setattr(obj, attr, timed(name, getattr(obj, attr)))
+    if p.risk is not None:
+        p.risk.push = timed("risk engine", p.risk.push)
 
 
 @contextmanager
@@ -119,13 +158,19 @@ def main() -> None:
         out["results"]["sqlite_store"] = round(run_store(f"sqlite:///{d}/s.db", events, args.batch, False))
         out["results"]["sqlite_store_plus_rules"] = round(run_store(f"sqlite:///{d}/p.db", events, args.batch, True))
         out["results"]["sqlite_ingest_lines"] = round(run_lines(f"sqlite:///{d}/l.db", lines, args.batch))
+        out["sqlite_ingest_stages_us_per_event"] = stages = {}
+        run_lines(f"sqlite:///{d}/t.db", lines, args.batch, stages)  # a second run, timed stage by stage
     if not args.no_pg:
         from sqlalchemy import text
 
         with postgresql_url() as pg:
-            for label in ("postgresql_store", "postgresql_store_plus_rules", "postgresql_ingest_lines"):
+            for label in ("postgresql_store", "postgresql_store_plus_rules", "postgresql_ingest_lines",
+                          "postgresql_ingest_stages"):
                 url, eng, schema = fresh_pg(pg)
-                if label.endswith("lines"):
+                if label.endswith("stages"):
+                    out["postgresql_ingest_stages_us_per_event"] = stages = {}
+                    run_lines(url, lines, args.batch, stages)
+                elif label.endswith("lines"):
                     out["results"][label] = round(run_lines(url, lines, args.batch))
                 else:
                     out["results"][label] = round(run_store(url, events, args.batch, label.endswith("rules")))

@@ -26,7 +26,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
-    Boolean,
     Column,
     DateTime,
     Float,
@@ -38,6 +37,7 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -52,7 +52,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from .events import Alert, DetectionEvent
 from .incidents import group_key
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DEFAULT_DB_FILE = "kizashi.db"
 
 metadata = MetaData()
@@ -76,11 +76,18 @@ events_table = Table(
     Column("body", Text, nullable=False),  # the event as JSON
     Column("ingested_at", DateTime(timezone=True), nullable=False),
     Column("seq", Integer, nullable=False),  # ingestion order, unique (ux_events_seq)
-    # False until the event's batch went through the rule engine and its alerts were stored:
-    # recovery evaluates what a crash left unevaluated, however old (backfill) it is
-    Column("evaluated", Boolean, nullable=False, default=False, server_default=text("true")),
     Index("ux_events_seq", "seq", unique=True),
-    Index("ix_events_unevaluated", "evaluated"),
+    # (stores from schema 3 and 4 also hold an unused ``evaluated`` column, true by default)
+)
+
+#: events stored but not yet through the rule engine with their alerts stored, by ``events.seq``: a
+#: row goes in with its event and out once the event's results are stored; recovery evaluates what a
+#: crash left here, however old (backfill). A narrow table of its own, keyed by the ascending seq:
+#: marking a batch evaluated deletes small rows instead of rewriting every event row (and on
+#: PostgreSQL every index entry of it), and adding them appends to one short index.
+unevaluated_table = Table(
+    "unevaluated_events", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
 )
 
 alerts_table = Table(
@@ -166,6 +173,10 @@ MIGRATIONS: dict[int, list[str | Callable[[Connection], None]]] = {
     4: [  # suppression look-up key of an alert (rule group); the observations table is created by create_all
         lambda conn: _add_column(conn, "alerts", "group_key", "TEXT"),
         "CREATE INDEX IF NOT EXISTS ix_alerts_rule_last_seen ON alerts (rule_id, last_seen)",
+    ],
+    5: [  # the evaluation marker moves to its own table (created by create_all); the old column stays unused
+        "INSERT INTO unevaluated_events (seq) SELECT seq FROM events WHERE NOT evaluated",
+        "DROP INDEX IF EXISTS ix_events_unevaluated",
     ],
 }
 
@@ -303,7 +314,7 @@ class Store:
             rows.append({"id": e.id, "time": e.time, "stage": e.stage, "attack": e.attack,
                          "detector": _storable(e.detector.name), "account": _column(e.subject.account),
                          "model": _column(e.target.model),
-                         "score": e.score, "body": body, "ingested_at": now, "evaluated": evaluated})
+                         "score": e.score, "body": body, "ingested_at": now})
             kept.append(e)
         if not rows:
             return result
@@ -311,6 +322,8 @@ class Store:
             for row, seq in zip(rows, self._allocate_seq(conn, len(rows)), strict=True):
                 row["seq"] = seq
             inserted = set(_insert_or_ignore(conn, events_table, rows, key="id"))
+            if not evaluated and inserted:
+                _insert_or_ignore(conn, unevaluated_table, [{"seq": r["seq"]} for r in rows if r["id"] in inserted])
         result.new_events = [e for e in kept if e.id in inserted]
         result.stored = len(result.new_events)
         result.duplicates += len(kept) - result.stored
@@ -330,13 +343,14 @@ class Store:
         ids = list(event_ids)
         with self._write() as conn, conn.begin():
             for i in range(0, len(ids), 500):
-                conn.execute(update(events_table).where(events_table.c.id.in_(ids[i:i + 500]))
-                             .values(evaluated=True))
+                seqs = select(events_table.c.seq).where(events_table.c.id.in_(ids[i:i + 500]))
+                conn.execute(delete(unevaluated_table).where(unevaluated_table.c.seq.in_(seqs)))
 
     def unevaluated_span(self) -> tuple[datetime, datetime, list[str]] | None:
         """(earliest, latest time, ids) of the events stored but never evaluated (a crash between
         storing events and their alerts), or None."""
-        q = select(events_table.c.id, events_table.c.time).where(events_table.c.evaluated.is_(False))
+        q = select(events_table.c.id, events_table.c.time).join(
+            unevaluated_table, unevaluated_table.c.seq == events_table.c.seq).order_by(events_table.c.seq)
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
         if not rows:

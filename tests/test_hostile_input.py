@@ -240,7 +240,7 @@ def test_store_holding_year_one_event_still_starts(store):
         c.execute(insert(events_table).values(
             id=e.id, time=datetime(1, 1, 1, tzinfo=UTC), stage=e.stage, attack=e.attack, detector="prada",
             account="a", model="m", score=1.0, body=e.to_json().replace("2026-11-28T01:00:00Z", "0001-01-01T00:00:00Z"),
-            ingested_at=datetime.now(UTC), seq=1, evaluated=True))
+            ingested_at=datetime.now(UTC), seq=1))
     assert store.latest_event_time().year == 1
     assert chains(Pipeline(store).ingest(campaign("y-", "acct-y")).alerts)
 
@@ -293,7 +293,7 @@ def test_v2_store_with_repeated_seq_migrates_to_unique_seq(tmp_path):
     con.commit()
     con.close()
     s = Store(f"sqlite:///{path}")
-    assert s.schema_version() == 4  # 4: alerts.group_key (issue 18)
+    assert s.schema_version() == 5  # 4: alerts.group_key (issue 18); 5: unevaluated_events (issue 17)
     assert [e.id for e in s.iter_events(order="seq")] == ["v2-x1", "v2-x2", "v2-v1"]
     assert s.unevaluated_span() is None  # rows of an older store count as evaluated
     assert s.add_events(campaign("v3-", "acct-v3")).stored == 3

@@ -242,7 +242,7 @@ def test_migration_from_a_v2_store_adds_the_suppression_key(tmp_path):
         c.execute(text("INSERT INTO kizashi_schema VALUES (2, '2026-01-01')"))
     s.close()
     s2 = Store(url)
-    assert s2.schema_version() == SCHEMA_VERSION == 4
+    assert s2.schema_version() == SCHEMA_VERSION == 5
     pipe = Pipeline(s2, rules(PROBE), recover=False)
     pipe.ingest([probe(2, 1)])  # an old alert has no group key: the new match starts an incident
     assert s2.count_alerts() == 2 and s2.count_observations() == 1

@@ -8,9 +8,10 @@ from datetime import timedelta
 
 import pytest
 from helpers_events import campaign, ev
+from kizashi.engine.events import DetectionEvent
 from kizashi.engine.pipeline import Pipeline
 from kizashi.engine.store import SCHEMA_VERSION, Store
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -125,10 +126,35 @@ def test_schema_migration_from_v1(tmp_path):
         assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
 
 
+def test_v4_store_keeps_its_unevaluated_events_after_migration(store):
+    """Schema 5 moves the evaluation marker from ``events.evaluated`` to the narrow
+    ``unevaluated_events`` table: a schema 4 store's unevaluated events are still found by recovery,
+    its evaluated ones are not, and marking them evaluated takes them off (both databases)."""
+    evs = [DetectionEvent.parse({"id": f"v4-{i}", "time": f"2026-11-28T00:0{i}:00Z", "detector": {"id": "d", "name": "d"},
+                                 "stage": "symptom", "attack": "evasion", "score": 1.0}) for i in range(3)]
+    store.add_events(evs, evaluated=True)
+    with store.engine.begin() as c:  # as schema 4 left it: the marker a column of events, v4-1 unevaluated
+        c.execute(text("DROP TABLE unevaluated_events"))
+        c.execute(text("ALTER TABLE events ADD COLUMN evaluated BOOLEAN NOT NULL DEFAULT true"))
+        c.execute(text("CREATE INDEX ix_events_unevaluated ON events (evaluated)"))
+        c.execute(text("UPDATE events SET evaluated = false WHERE id = 'v4-1'"))
+        c.execute(text("DELETE FROM kizashi_schema"))
+        c.execute(text("INSERT INTO kizashi_schema VALUES (4, '2026-11-01')"))
+    store.migrate()
+    assert store.schema_version() == SCHEMA_VERSION == 5
+    first, last, ids = store.unevaluated_span()
+    assert ids == ["v4-1"] and first == last == evs[1].time
+    store.mark_evaluated(ids)
+    assert store.unevaluated_span() is None
+    assert store.add_events([evs[0].model_copy(update={"id": "v5-0"})]).stored == 1  # the old column fills itself
+    assert store.unevaluated_span()[2] == ["v5-0"]
+    assert "ix_events_unevaluated" not in {i["name"] for i in inspect(store.engine).get_indexes("events")}
+
+
 def test_sqlite_fast_insert_stores_what_sqlalchemy_stores(tmp_path):
     """The SQLite insert-or-ignore path binds each value with its column type's own processor: the
     rows it stores are byte for byte what SQLAlchemy's insert stores (times with and without a zone,
-    booleans, missing values, NUL and non-ASCII text), and it reports only the rows it inserted."""
+    missing values, NUL and non-ASCII text), and it reports only the rows it inserted."""
     from datetime import UTC, datetime, timezone
 
     from kizashi.engine.store import _sqlite_insert_or_ignore, events_table
@@ -138,7 +164,7 @@ def test_sqlite_fast_insert_stores_what_sqlalchemy_stores(tmp_path):
             datetime(2026, 6, 1, 12, tzinfo=timezone(timedelta(hours=9)))]
     rows = [{"id": f"e{i}\x00é", "time": when[i % 3], "stage": "symptom", "attack": "evasion",
              "detector": "d", "account": None if i % 3 else "a\u3042", "model": "m", "score": i / 7,
-             "body": "{}", "ingested_at": when[(i + 1) % 3], "evaluated": bool(i % 2), "seq": i + 1} for i in range(9)]
+             "body": "{}", "ingested_at": when[(i + 1) % 3], "seq": i + 1} for i in range(9)]
 
     def dump(store):
         with store.engine.connect() as conn:
@@ -166,7 +192,7 @@ def test_a_failed_insert_raises_sqlalchemy_errors_on_both_databases(store):
 
     row = {"id": "x", "time": datetime(2026, 11, 30, tzinfo=UTC), "stage": None, "attack": "evasion",
            "detector": "d", "account": None, "model": None, "score": 1.0, "body": "{}",
-           "ingested_at": datetime(2026, 11, 30, tzinfo=UTC), "evaluated": False, "seq": 10**6}
+           "ingested_at": datetime(2026, 11, 30, tzinfo=UTC), "seq": 10**6}
     with pytest.raises(IntegrityError), store.engine.begin() as conn:
         _insert_or_ignore(conn, events_table, [row], key="id")
     with store.engine.connect() as conn:
