@@ -120,6 +120,21 @@ def test_streaming_state_is_bounded_and_evicted():
     assert stream.state_size() <= 50 * 11
 
 
+def test_idle_groups_are_swept_and_state_stays_bounded():
+    """Every event opens a group that never sees another: only the idle-group sweep frees them. The
+    sweep starts a round at most every quarter timespan, yet the groups held stay within a small
+    multiple of one timespan's worth (20,000 groups would be held without it)."""
+    rs = RuleSet.from_yaml(corr(type="event_count", rules=["fail"], **{"group-by": ["user"]}, timespan="100s",
+                                condition={"gte": 1000}))
+    stream = rs.stream()
+    (correlation,) = stream.correlator.correlations
+    peak = 0
+    for i in range(20000):
+        stream.push(ev(i, i, "failure", user=f"u{i}"))
+        peak = max(peak, len(correlation.windows), stream.state_size())
+    assert peak <= 3 * 101
+
+
 def test_snapshot_round_trip_with_held_back_events():
     text = corr(type="event_count", rules=["fail"], **{"group-by": ["user"]}, timespan="1m", condition={"gte": 3})
     rs = RuleSet.from_yaml(text)

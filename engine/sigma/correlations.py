@@ -166,6 +166,7 @@ class CompiledCorrelation:
         self.windows: dict[tuple, GroupWindow] = {}
         self._sweep_keys: list[tuple] = []
         self._sweep_pos = 0
+        self._sweep_started: float | None = None  # watermark when the current round of sweeping began
         self.pending: list[tuple[tuple, Entry, dict[str, Any]]] = []
         self._specs_for: dict[tuple[str, ...], list] = {}
         self._slot_sets = [frozenset((slot,)) for slot in range(len(self.ref_keys))]
@@ -325,11 +326,20 @@ class CompiledCorrelation:
         for key in dead:
             del windows[key]
 
+    #: a sweep of every group starts at most once per this fraction of the timespan (of event time):
+    #: an idle group's entries outlive their last window by at most about that much
+    SWEEP_CYCLE = 0.25
+
     def evict_some(self, watermark: float, budget: int) -> None:
-        """Sweep the next ``budget`` groups (round robin): bounded state without long pauses."""
+        """Sweep the next ``budget`` groups (round robin): bounded state without long pauses. A new
+        round starts only once a quarter of the timespan has passed since the last one started:
+        before that, nothing a round would find has aged enough to matter."""
         if self._sweep_pos >= len(self._sweep_keys):
+            if self._sweep_started is not None and watermark - self._sweep_started < self.span * self.SWEEP_CYCLE:
+                return
             self._sweep_keys = list(self.windows)
             self._sweep_pos = 0
+            self._sweep_started = watermark
         keys = self._sweep_keys[self._sweep_pos:self._sweep_pos + budget]
         self._sweep_pos += budget
         self.evict(watermark, keys)
