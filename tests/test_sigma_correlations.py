@@ -120,6 +120,19 @@ def test_streaming_state_is_bounded_and_evicted():
     assert stream.state_size() <= 50 * 11
 
 
+@pytest.mark.parametrize("kind", ["event_count", "value_count", "temporal"])
+def test_window_holds_both_ends_and_nothing_older(kind):
+    """A window anchored at t is [t - timespan, t]: an entry exactly one timespan older counts, one
+    a quarter second older does not (each event alone at its time: the correlator's in-order step)."""
+    spec = {"type": kind, "rules": ["fail"] if kind != "temporal" else ["fail", "ok"], "group-by": ["user"],
+            "timespan": "10s", "condition": {"gte": 2, **({"field": "src"} if kind == "value_count" else {})}}
+    text = corr(**spec)
+    second = "failure" if kind != "temporal" else "success"
+    for gap, fires in ((10, True), (10.25, False)):
+        events = [ev(0, 0, "failure", src="a"), ev(1, gap, second, src="b")]
+        assert [r.event_ids for r in run(text, events) if r.rule_id == "c"] == ([["e0", "e1"]] if fires else [])
+
+
 def test_idle_groups_are_swept_and_state_stays_bounded():
     """Every event opens a group that never sees another: only the idle-group sweep frees them. The
     sweep starts a round at most every quarter timespan, yet the groups held stay within a small

@@ -225,6 +225,48 @@ class CompiledCorrelation:
         for key, (slots, display, value) in by_group.items():
             self.pending.append((key, Entry(ts, seq, chain, frozenset(slots), value), display))
 
+    def step(self, ts: float, seq: str, chain: list, matched_keys: tuple[str, ...],
+             values: Mapping[str, Any]) -> Firing | None:
+        """:meth:`push` then :meth:`advance` for the only item at ``ts``: the same window, state and
+        firing. An item that fills one slot of a one-field group and comes in time order (nearly
+        every item) is appended and its window evaluated in place: the window is then the whole
+        list, ``[ts - timespan, ts]``, so neither the pending list nor a bisect is needed."""
+        specs = self._specs_for.get(matched_keys)
+        if specs is None or len(specs) != 1 or len(self.group_by) != 1:
+            self.push(ts, seq, chain, matched_keys, values)
+            firings = self.advance(ts) if self.pending else ()
+            return firings[0] if firings else None
+        slot, _ref_key, (gfield,), vfield = specs[0]
+        v = values.get(gfield)
+        if v is None or (type(v) is float and v != v):
+            return None
+        if type(v) is str:
+            key, display = (v.lower(),), {self.group_by[0]: v}
+        else:
+            key, display = (group_key(v),), {self.group_by[0]: _display(v)}
+        entry = Entry(ts, seq, chain, self._slot_sets[slot], values.get(vfield) if vfield else None)
+        window = self.windows.get(key)
+        if window is None:
+            window = self.windows[key] = GroupWindow()
+        window.display = display
+        entries = window.entries
+        if entries and (entries[-1].ts > ts or (entries[-1].ts == ts and entries[-1].seq > seq)):
+            bisect.insort(entries, entry, key=_entry_order)  # a late item: the general evaluation
+            if entries[0].ts < ts - self.span:
+                del entries[:bisect.bisect_left(entries, ts - self.span, key=_entry_ts)]
+            return self._evaluate(window, ts)
+        entries.append(entry)
+        if entries[0].ts < ts - self.span:
+            del entries[:bisect.bisect_left(entries, ts - self.span, key=_entry_ts)]
+        if self.dedup and window.last_fired is not None and ts - self.span <= window.last_fired:
+            return None  # still inside the previous firing's window: quiet whatever the metric
+        metric = len(entries) if self.type == "event_count" else self.metric(entries)
+        if metric is None or not self.op(metric, self.count):
+            return None
+        window.last_fired = ts
+        return Firing(self, dict(display), ts, sorted({c for e in entries for c in e.chain}), float(metric),
+                      entries[0].ts)
+
     def advance(self, ts: float) -> list[Firing]:
         """All entries at ``ts`` are in: insert them, evaluate each touched group's window at ``ts``."""
         touched: dict[tuple, GroupWindow] = {}
@@ -447,10 +489,21 @@ class Correlator:
         self.released_ts: float | None = None
         self._releases = 0
         self._users: dict[tuple, list[CompiledCorrelation]] = {}
+        self._ordered_users: dict[tuple, list[CompiledCorrelation]] = {}
+        self._chained = any(c.key in self.consumers for c in self.correlations)
 
     def release(self, ts: float, records: list[Record]) -> list[Firing]:
         """Process all records at one timestamp (sorted by event id, then arrival): every firing, in
         dependency order (also those of correlations that only feed others)."""
+        if len(records) == 1 and not self._chained:  # nearly always: one record, no correlation of correlations
+            rts, eid, _arrival, keys, values = records[0]
+            users = self._ordered_users.get(keys)
+            if users is None:  # the correlations consuming any of these rules, in dependency order
+                users = self._ordered_users[keys] = [c for c in self.correlations if not set(c.ref_keys).isdisjoint(keys)]
+            chain = [(rts, eid)]
+            firings = [f for f in (corr.step(ts, eid, chain, keys, values) for corr in users) if f is not None]
+            self._released(ts)
+            return firings
         for rts, eid, _arrival, keys, values in records:
             users = self._users.get(keys)
             if users is None:  # the correlations consuming any of these rules, each once
@@ -469,13 +522,16 @@ class Correlator:
                 order = firing.chain[-1][1] if firing.chain else ""
                 for outer in self.consumers.get(corr.key, ()):
                     outer.push(firing.ts, order, firing.chain, [corr.key], firing.group)
+        self._released(ts)
+        return firings
+
+    def _released(self, ts: float) -> None:
         if self.released_ts is None or ts > self.released_ts:
             self.released_ts = ts
         self._releases += 1
         if self._releases % self.SWEEP_EVERY == 0:  # a few idle groups at a time: bounded state, no long pauses
             for corr in self.correlations:
                 corr.evict_some(self.released_ts, self.SWEEP_BUDGET * self.SWEEP_EVERY)
-        return firings
 
     def evict(self) -> None:
         """Drop everything no window after the last released time can hold."""
