@@ -16,12 +16,13 @@ import orjson
 
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_RUN = b"0" * 19  # 19 digits in a row: every integer orjson would read as a float has them
+_BYTES = (bytes, bytearray)  # anything else goes to json.loads as it is (which says what it accepts)
 
 
 def loads(text: str | bytes) -> Any:
     """``json.loads(text)``, the same value or the same error."""
     raw = text.encode("utf-8", "surrogatepass") if type(text) is str else text
-    if _LONG_RUN not in raw.translate(_DIGITS_TO_ZERO):  # a table lookup per byte and a search, in C
+    if type(raw) in _BYTES and _LONG_RUN not in raw.translate(_DIGITS_TO_ZERO):  # a lookup per byte, in C
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -33,7 +34,7 @@ def loads_checked(text: str | bytes) -> tuple[Any, bool]:
     """``(json.loads(text), unicode_checked)``: ``unicode_checked`` is True when orjson read the
     text, which it does only if every string in it is valid Unicode (no lone surrogate)."""
     raw = text.encode("utf-8", "surrogatepass") if type(text) is str else text
-    if _LONG_RUN not in raw.translate(_DIGITS_TO_ZERO):
+    if type(raw) in _BYTES and _LONG_RUN not in raw.translate(_DIGITS_TO_ZERO):
         try:
             return orjson.loads(raw), True
         except orjson.JSONDecodeError:

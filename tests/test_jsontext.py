@@ -67,6 +67,17 @@ def test_where_orjson_and_the_standard_library_differ(text):
     _check(text)
 
 
+@pytest.mark.parametrize("value", [bytearray(b'{"a": [1, 2.5, "x"]}'), memoryview(b"{}"), 3, None])
+def test_other_inputs_behave_as_with_json_loads(value):
+    def outcome(f):
+        try:
+            return "ok", f(value)
+        except Exception as exc:  # noqa: BLE001 - the kind and message are what is compared
+            return type(exc).__name__, str(exc)
+
+    assert outcome(loads) == outcome(json.loads)
+
+
 def test_unicode_is_checked_only_when_orjson_read_the_text():
     assert loads_checked('{"a": "\\ud83d\\ude00"}') == ({"a": "\U0001F600"}, True)
     assert loads_checked('{"a": "\\ud800"}') == ({"a": "\ud800"}, False)
