@@ -75,7 +75,8 @@ def run_lines(url: str, lines: list[str], batch: int, stages: dict[str, float] |
 
 
 #: stages timed inside another timed stage (not added to the sum)
-_NESTED = {"store: observations", "store: chain events read back", "risk engine", "store: alerts and outbox"}
+_NESTED = {"store: observations", "store: events read back for observations", "store: alert chains read back",
+           "risk engine", "store: alerts and outbox"}
 
 
 def _time_stages(p: Pipeline, spent: dict[str, float]) -> None:
@@ -98,7 +99,8 @@ def _time_stages(p: Pipeline, spent: dict[str, float]) -> None:
         ("store: mark evaluated", p.store, "mark_evaluated"),
         ("results -> observations, risk, alerts", p, "_store_results"),
         ("store: observations", p.store, "add_observations"),
-        ("store: chain events read back", p.store, "get_events"),
+        ("store: events read back for observations", p.store, "get_events"),
+        ("store: alert chains read back", p.store, "get_event_summaries"),
         ("store: alerts and outbox", p.store, "add_alerts"),
     ):
         setattr(obj, attr, timed(name, getattr(obj, attr)))

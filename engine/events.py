@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from ipaddress import ip_address
 from operator import attrgetter
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from kizashi.mappings import load_atlas
 from pydantic import (
@@ -382,6 +382,37 @@ class RuleRef(_Model):
     correlation_type: str | None = None
 
 
+class EventSummary:
+    """What :meth:`Alert.from_events` reads of an event in a chain (id, time, stage, attack, ATLAS ids,
+    account, model), read off a body the store wrote without building a :class:`DetectionEvent`: a
+    risk alert's chain can hold every observation of an account's day, and validating each event
+    again cost as much as validating it the first time."""
+
+    __slots__ = ("id", "time", "stage", "attack", "atlas", "subject", "target")
+
+    def __init__(self, body: Mapping[str, Any]):
+        self.id = body["id"]
+        self.time = _utc(datetime.fromisoformat(body["time"]))
+        self.stage, self.attack = body["stage"], body["attack"]
+        atlas, subject, target = body["atlas"], body["subject"], body["target"]
+        self.atlas = _SummaryTags(list(atlas["tactics"]), list(atlas["techniques"]))
+        self.subject = _SummarySubject(subject["account"])
+        self.target = _SummaryTarget(target["model"])
+
+
+class _SummaryTags(NamedTuple):
+    tactics: list[str]
+    techniques: list[str]
+
+
+class _SummarySubject(NamedTuple):
+    account: str | None
+
+
+class _SummaryTarget(NamedTuple):
+    model: str | None
+
+
 class Alert(_Model):
     """A rule hit: a detection rule on one event, or a correlation over a chain of events."""
 
@@ -437,7 +468,7 @@ class Alert(_Model):
         cls,
         *,
         rule: RuleRef,
-        events: Iterable[DetectionEvent],
+        events: Iterable[DetectionEvent | EventSummary],
         level: str = "medium",
         group: Mapping[str, Any] | None = None,
         value: float | None = None,

@@ -171,11 +171,13 @@ class Pipeline:
         info, correlated = self.ruleset.info, self.ruleset.correlated_keys
         alerting = [self.alerting.delivers(r.type, info[r.rule_id], correlated=r.rule_id in correlated)
                     for r in results]
-        # an alert carries its whole chain; an observation needs only its last event
-        needed = {eid for r, alert in zip(results, alerting, strict=True)
-                  for eid in (r.event_ids if alert else r.event_ids[-1:]) if eid not in known}
-        events = dict(known)
-        events.update(self.store.get_events(needed))
+        # an observation (every match, every result that does not alert) needs its last event; an
+        # alert its whole chain, of which it reads only what an EventSummary holds
+        events: dict[str, Any] = dict(known)
+        events.update(self.store.get_events({r.event_ids[-1] for r, alert in zip(results, alerting, strict=True)
+                                             if (r.type == "match" or not alert) and r.event_ids[-1] not in known}))
+        events.update(self.store.get_event_summaries({eid for r, alert in zip(results, alerting, strict=True)
+                                                      if alert for eid in r.event_ids if eid not in events}))
         delivered, observations, records = [], [], []
         for r, alert in zip(results, alerting, strict=True):  # every detection match is an observation
             if alert:
@@ -191,8 +193,8 @@ class Pipeline:
         self.observation_count += self.store.add_observations(observations)
         if self.risk is not None and records:
             risk_results = self.risk.push(records) + self.risk.flush()
-            needed = {eid for r in risk_results for eid in r.event_ids if eid not in events}
-            events.update(self.store.get_events(needed))
+            events.update(self.store.get_event_summaries(
+                {eid for r in risk_results for eid in r.event_ids if eid not in events}))
             delivered += risk_results
         alerts = results_to_alerts(delivered, events)
         by_id = {r.id: r for r in delivered}

@@ -151,6 +151,39 @@ def test_v4_store_keeps_its_unevaluated_events_after_migration(store):
     assert "ix_events_unevaluated" not in {i["name"] for i in inspect(store.engine).get_indexes("events")}
 
 
+def test_alert_from_event_summaries_equals_alert_from_events(store):
+    """An alert's chain is read back as EventSummary objects (no second validation): the alert
+    built from them equals the one built from the full events, field for field; a body that does not
+    read as a summary comes back as its DetectionEvent."""
+    from kizashi.engine.events import Alert, EventSummary, RuleRef
+
+    evs = campaign("s-", "acct\u00e9") + campaign("t-", "acct-t") + [
+        ev("nomodel", "precursor", "poisoning", ["AML.T0020"], model=None, minutes=3),
+        ev("micro", "symptom", "evasion", ["AML.T0015"], minutes=7).model_copy(
+            update={"time": campaign()[0].time.replace(microsecond=123456)})]
+    store.add_events(evs)
+    ids = [e.id for e in evs]
+    summaries, full = store.get_event_summaries(ids), store.get_events(ids)
+    assert set(summaries) == set(ids) and all(type(v) is EventSummary for v in summaries.values())
+
+    def alert(events):
+        a = Alert.from_events(rule=RuleRef(id="r", type="correlation"), events=events, group={"account.id": "x"})
+        return a.model_dump(exclude={"created"})
+
+    assert alert(summaries.values()) == alert(full.values()) == alert(evs)
+    for e in evs:
+        s = summaries[e.id]
+        assert (s.time, s.stage, s.attack, list(s.atlas.techniques), list(s.atlas.tactics), s.subject.account,
+                s.target.model) == (e.time, e.stage, e.attack, e.atlas.techniques, e.atlas.tactics, e.subject.account,
+                                    e.target.model)
+    with store.engine.begin() as c:  # an older or edited row: no "atlas" object in its body
+        body = json.loads(c.execute(text("SELECT body FROM events WHERE id = 's-x1'")).scalar())
+        del body["atlas"]
+        c.execute(text("UPDATE events SET body = :b WHERE id = 's-x1'"), {"b": json.dumps(body)})
+    again = store.get_event_summaries(["s-x1"])["s-x1"]
+    assert type(again).__name__ == "DetectionEvent" and again.atlas.techniques == []
+
+
 def test_sqlite_fast_insert_stores_what_sqlalchemy_stores(tmp_path):
     """The SQLite insert-or-ignore path binds each value with its column type's own processor: the
     rows it stores are byte for byte what SQLAlchemy's insert stores (times with and without a zone,

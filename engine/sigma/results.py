@@ -19,7 +19,7 @@ from ..ids import deterministic_alert_id
 from .rule import RuleInfo, atlas_ids_from_tags
 
 if TYPE_CHECKING:  # the pydantic event model is imported where alerts are built, not at start-up
-    from ..events import Alert, DetectionEvent
+    from ..events import Alert
     from .correlations import Firing
 
 
@@ -190,9 +190,11 @@ def results_to_alerts(results: Iterable[RuleResult], events_by_id: Mapping[str, 
     return alerts
 
 
-def _as_detection_event(value: Any) -> DetectionEvent:
-    from ..events import DetectionEvent
+def _as_detection_event(value: Any) -> Any:
+    """An event of a chain as :meth:`Alert.from_events` takes it: a DetectionEvent or the store's
+    EventSummary of one as it is, anything else validated."""
+    from ..events import DetectionEvent, EventSummary
 
-    if isinstance(value, DetectionEvent):
+    if isinstance(value, DetectionEvent | EventSummary):
         return value
     return DetectionEvent.parse(value)
