@@ -124,6 +124,7 @@ def test_schema_migration_from_v1(tmp_path):
     assert "ix_events_account_time" in idx
     with s2.engine.connect() as c:
         assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert c.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 10_000
 
 
 def test_v4_store_keeps_its_unevaluated_events_after_migration(store):
