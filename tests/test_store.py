@@ -185,6 +185,53 @@ def test_alert_from_event_summaries_equals_alert_from_events(store):
     assert type(again).__name__ == "DetectionEvent" and again.atlas.techniques == []
 
 
+def test_documented_postgresql_grants_are_enough_to_ingest(request):
+    """docs/security.md lists what the PostgreSQL role of ``ingest``/``serve`` needs once a privileged
+    role has created the schema. With exactly those grants a pipeline stores events, quarantines,
+    raises alerts with outbox rows and marks its events evaluated; without ``DELETE`` on
+    ``unevaluated_events`` it cannot mark them (the grant is needed, not decoration)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import ProgrammingError
+
+    base = request.getfixturevalue("postgresql_url")
+    schema, role, password = "g" + uuid.uuid4().hex[:10], "r" + uuid.uuid4().hex[:10], uuid.uuid4().hex
+    admin = create_engine(base)
+    with admin.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    Store(_in_schema(base, schema)).close()  # the privileged role creates the tables
+    grants = [f"GRANT CONNECT ON DATABASE {admin.url.database} TO {role}",
+              f"GRANT USAGE ON SCHEMA {schema} TO {role}",
+              f"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA {schema} TO {role}",
+              f"GRANT DELETE ON {schema}.unevaluated_events TO {role}",
+              f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}"]
+    with admin.begin() as c:
+        c.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'"))
+        for grant in grants:
+            c.execute(text(grant))
+    url = admin.url.set(username=role, password=password).render_as_string(hide_password=False)
+    s = Store(_in_schema(url, schema))
+    try:
+        out = Pipeline(s, sinks=["stix-file"]).ingest_lines(
+            [e.to_json() for e in campaign("g-", "acct-g")] + ["not json"])
+        assert out.alerts and out.quarantined == 1 and s.unevaluated_span() is None
+        assert s.outbox_status()["stix-file"]["pending"] == len(out.alerts)
+        with admin.begin() as c:
+            c.execute(text(f"REVOKE DELETE ON {schema}.unevaluated_events FROM {role}"))
+        with pytest.raises(ProgrammingError, match="permission denied"):
+            Pipeline(s).ingest(campaign("h-", "acct-h"))
+    finally:
+        s.close()
+        with admin.begin() as c:
+            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+            c.execute(text(f"DROP OWNED BY {role}"))
+            c.execute(text(f"DROP ROLE {role}"))
+        admin.dispose()
+
+
+def _in_schema(url: str, schema: str) -> str:
+    return url + ("&" if "?" in url else "?") + f"options=-csearch_path%3D{schema}"
+
+
 def test_sqlite_fast_insert_stores_what_sqlalchemy_stores(tmp_path):
     """The SQLite insert-or-ignore path binds each value with its column type's own processor: the
     rows it stores are byte for byte what SQLAlchemy's insert stores (times with and without a zone,
