@@ -21,20 +21,14 @@ _BYTES = (bytes, bytearray)  # anything else goes to json.loads as it is (which 
 
 def loads(text: str | bytes) -> Any:
     """``json.loads(text)``, the same value or the same error."""
-    raw = text.encode("utf-8", "surrogatepass") if type(text) is str else text
-    if type(raw) in _BYTES and _LONG_RUN not in raw.translate(_DIGITS_TO_ZERO):  # a lookup per byte, in C
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(text)
+    return loads_checked(text)[0]
 
 
 def loads_checked(text: str | bytes) -> tuple[Any, bool]:
     """``(json.loads(text), unicode_checked)``: ``unicode_checked`` is True when orjson read the
     text, which it does only if every string in it is valid Unicode (no lone surrogate)."""
     raw = text.encode("utf-8", "surrogatepass") if type(text) is str else text
-    if type(raw) in _BYTES and _LONG_RUN not in raw.translate(_DIGITS_TO_ZERO):
+    if type(raw) in _BYTES and _LONG_RUN not in raw.translate(_DIGITS_TO_ZERO):  # a lookup per byte, in C
         try:
             return orjson.loads(raw), True
         except orjson.JSONDecodeError:

@@ -364,32 +364,28 @@ class Store:
         return DetectionEvent.from_stored(body) if body else None
 
     def get_events(self, ids: Iterable[str]) -> dict[str, DetectionEvent]:
-        ids = list(dict.fromkeys(ids))
-        out: dict[str, DetectionEvent] = {}
-        with self.engine.connect() as conn:
-            for i in range(0, len(ids), 500):
-                q = select(events_table.c.id, events_table.c.body).where(events_table.c.id.in_(ids[i:i + 500]))
-                for eid, body in conn.execute(q):
-                    out[eid] = DetectionEvent.from_stored(body)
-        return out
+        return {eid: DetectionEvent.from_stored(body) for eid, body in self._bodies(ids)}
 
     def get_event_summaries(self, ids: Iterable[str]) -> dict[str, EventSummary | DetectionEvent]:
         """What an alert reads of each of these events (:class:`EventSummary`), from the stored
         bodies without validating them again; a body that does not read as one (an older or edited
         row) comes back as its :class:`DetectionEvent`."""
-        ids = list(dict.fromkeys(ids))
         out: dict[str, EventSummary | DetectionEvent] = {}
+        for eid, body in self._bodies(ids):
+            try:
+                summary = EventSummary(orjson.loads(body))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+                summary = None
+            out[eid] = summary if summary is not None and summary.id == eid else DetectionEvent.from_stored(body)
+        return out
+
+    def _bodies(self, ids: Iterable[str]) -> Iterator[tuple[str, str]]:
+        """(id, stored JSON body) of each of these events that is stored, 500 ids per query."""
+        ids = list(dict.fromkeys(ids))
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 500):
-                q = select(events_table.c.id, events_table.c.body).where(events_table.c.id.in_(ids[i:i + 500]))
-                for eid, body in conn.execute(q):
-                    try:
-                        summary = EventSummary(orjson.loads(body))
-                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-                        out[eid] = DetectionEvent.from_stored(body)
-                        continue
-                    out[eid] = summary if summary.id == eid else DetectionEvent.from_stored(body)
-        return out
+                yield from conn.execute(select(events_table.c.id, events_table.c.body)
+                                        .where(events_table.c.id.in_(ids[i:i + 500]))).tuples()
 
     def iter_events(self, *, since: datetime | None = None, until: datetime | None = None,
                     order: str = "time") -> Iterator[DetectionEvent]:

@@ -25,7 +25,7 @@ def store(request, tmp_path):
         eng = create_engine(base)
         with eng.begin() as c:
             c.execute(text(f"CREATE SCHEMA {schema}"))
-        s = Store(base + ("&" if "?" in base else "?") + f"options=-csearch_path%3D{schema}")
+        s = Store(_in_schema(base, schema))
         request.addfinalizer(lambda: (s.close(), _drop(eng, schema)))
     yield s
     s.close()

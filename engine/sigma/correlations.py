@@ -101,6 +101,12 @@ _entry_ts = attrgetter("ts")  # an Entry's time (the windows' sort key), in C
 _entry_order = attrgetter("ts", "seq")  # an Entry's place among simultaneous entries
 
 
+def _drop_before(entries: list[Entry], horizon: float) -> None:
+    """Drop the entries of a time-sorted, non-empty window that are older than ``horizon``."""
+    if entries[0].ts < horizon:
+        del entries[:bisect.bisect_left(entries, horizon, key=_entry_ts)]
+
+
 @dataclass(slots=True)
 class GroupWindow:
     entries: list[Entry] = field(default_factory=list)  # sorted by (ts, seq)
@@ -195,16 +201,9 @@ class CompiledCorrelation:
         if specs is None:  # the slots these rules fill, worked out once per combination of rules
             specs = self._specs_for[matched_keys] = [s for s in self._slot_specs if s[1] in matched_keys]
         if len(specs) == 1 and len(self.group_by) == 1:  # the common case: one slot, one group-by field
-            slot, _ref_key, (gfield,), vfield = specs[0]
-            v = values.get(gfield)
-            if v is None or (type(v) is float and v != v):
-                return
-            if type(v) is str:
-                key, display = (v.lower(),), {self.group_by[0]: v}
-            else:
-                key, display = (group_key(v),), {self.group_by[0]: _display(v)}
-            value = values.get(vfield) if vfield else None
-            self.pending.append((key, Entry(ts, seq, chain, self._slot_sets[slot], value), display))
+            item = self._one_slot_item(specs[0], ts, seq, chain, values)
+            if item is not None:
+                self.pending.append(item)
             return
         by_group: dict[tuple, tuple[set[int], dict[str, Any], Any]] = {}
         for slot, _ref_key, fields, vfield in specs:
@@ -236,15 +235,10 @@ class CompiledCorrelation:
             self.push(ts, seq, chain, matched_keys, values)
             firings = self.advance(ts) if self.pending else ()
             return firings[0] if firings else None
-        slot, _ref_key, (gfield,), vfield = specs[0]
-        v = values.get(gfield)
-        if v is None or (type(v) is float and v != v):
+        item = self._one_slot_item(specs[0], ts, seq, chain, values)
+        if item is None:
             return None
-        if type(v) is str:
-            key, display = (v.lower(),), {self.group_by[0]: v}
-        else:
-            key, display = (group_key(v),), {self.group_by[0]: _display(v)}
-        entry = Entry(ts, seq, chain, self._slot_sets[slot], values.get(vfield) if vfield else None)
+        key, entry, display = item
         window = self.windows.get(key)
         if window is None:
             window = self.windows[key] = GroupWindow()
@@ -252,12 +246,10 @@ class CompiledCorrelation:
         entries = window.entries
         if entries and (entries[-1].ts > ts or (entries[-1].ts == ts and entries[-1].seq > seq)):
             bisect.insort(entries, entry, key=_entry_order)  # a late item: the general evaluation
-            if entries[0].ts < ts - self.span:
-                del entries[:bisect.bisect_left(entries, ts - self.span, key=_entry_ts)]
+            _drop_before(entries, ts - self.span)
             return self._evaluate(window, ts)
         entries.append(entry)
-        if entries[0].ts < ts - self.span:
-            del entries[:bisect.bisect_left(entries, ts - self.span, key=_entry_ts)]
+        _drop_before(entries, ts - self.span)
         if self.dedup and window.last_fired is not None and ts - self.span <= window.last_fired:
             return None  # still inside the previous firing's window: quiet whatever the metric
         metric = len(entries) if self.type == "event_count" else self.metric(entries)
@@ -266,6 +258,20 @@ class CompiledCorrelation:
         window.last_fired = ts
         return Firing(self, dict(display), ts, sorted({c for e in entries for c in e.chain}), float(metric),
                       entries[0].ts)
+
+    def _one_slot_item(self, spec: tuple, ts: float, seq: str, chain: list,
+                       values: Mapping[str, Any]) -> tuple[tuple, Entry, dict[str, Any]] | None:
+        """(group key, entry, group as reported) of an item filling one slot of a one-field group;
+        None when the item has no value for the field."""
+        slot, _ref_key, (gfield,), vfield = spec
+        v = values.get(gfield)
+        if v is None or (type(v) is float and v != v):
+            return None
+        if type(v) is str:
+            key, display = (v.lower(),), {self.group_by[0]: v}
+        else:
+            key, display = (group_key(v),), {self.group_by[0]: _display(v)}
+        return key, Entry(ts, seq, chain, self._slot_sets[slot], values.get(vfield) if vfield else None), display
 
     def advance(self, ts: float) -> list[Firing]:
         """All entries at ``ts`` are in: insert them, evaluate each touched group's window at ``ts``."""
@@ -290,9 +296,7 @@ class CompiledCorrelation:
         firings: list[Firing] = []
         horizon = ts - self.span
         for window in touched.values():
-            entries = window.entries
-            if entries[0].ts < horizon:  # drop what no window at or after ts can hold
-                del entries[:bisect.bisect_left(entries, horizon, key=_entry_ts)]
+            _drop_before(window.entries, horizon)  # what no window at or after ts can hold
             firing = self._evaluate(window, ts)
             if firing is not None:
                 firings.append(firing)
