@@ -262,6 +262,14 @@ def work_sqlite(path: str, n: int) -> dict:
                 result_rows=rows, queries=len(queries))
 
 
+def _windows_fed(rs, correlations, pattern: tuple[str, ...]) -> tuple[tuple[int, str, float], ...]:
+    """(correlation index, group-by field, timespan) of each window an event matching ``pattern`` (the
+    detection rules it matches) enters: once per correlation, by the first slot it fills."""
+    correlated = [ref for ref in pattern if ref in rs.correlated_keys]
+    return tuple((i, c.slot_group_fields[c.ref_keys.index(ref)][0], c.span) for i, c in enumerate(correlations)
+                 for ref in [next((r for r in c.ref_keys if r in correlated), None)] if ref is not None)
+
+
 def work_window_floor(path: str, n: int) -> dict:
     """The least Python a correlation window needs, on the same file: orjson decode, then per
     (correlation, group) entry one dict lookup, one append and one bisect for the window start. Which
@@ -285,11 +293,7 @@ def work_window_floor(path: str, n: int) -> dict:
             for pattern in _patterns(detections, ColumnView(chunk)):
                 spec = specs.get(pattern)
                 if spec is None:
-                    spec = specs[pattern] = tuple(
-                        (i, c.slot_group_fields[slot][0], c.span) for i, c in enumerate(correlations)
-                        for slot, ref in enumerate(c.ref_keys) if ref in pattern
-                        and ref in rs.correlated_keys and slot == min(
-                            s for s, r in enumerate(c.ref_keys) if r in pattern))
+                    spec = specs[pattern] = _windows_fed(rs, correlations, pattern)
                 per_event.append(spec)
     windows: list[dict] = [{} for _ in correlations]
     entries_made = 0
@@ -338,14 +342,11 @@ def work_stage_floors(path: str, n: int) -> dict:
     dicts = [r.to_dict() for r in results]
     ids = [(r.rule_id + "\x00" + "\x00".join(r.event_ids)).encode() for r in results]
     correlations = engine.stream.correlator.correlations
-    entries: list[tuple] = []  # (time, correlation, group) per window entry, worked out untimed
+    entries: list[tuple] = []  # (time, correlation, group, span) per window entry, worked out untimed
     for start in range(0, len(evs), 1024):
         chunk = evs[start:start + 1024]
         for e, pattern in zip(chunk, _patterns(detections, ColumnView(chunk)), strict=True):
-            correlated = rs.correlated_keys.intersection(pattern)
-            for i, c in enumerate(correlations):
-                if correlated.intersection(c.ref_keys):
-                    entries.append((e["time"], i, e.get(c.slot_group_fields[0][0]), c.span))
+            entries += [(e["time"], i, e.get(field), span) for i, field, span in _windows_fed(rs, correlations, pattern)]
     sink = open(os.devnull, "wb")  # noqa: SIM115 - closed below
     tune_gc()
 
